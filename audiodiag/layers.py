@@ -27,11 +27,15 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+# CSR is "beta" in torch; the layer relies only on its stable core (mm, sampled_addmm).
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 IMPLEMENTATIONS: tuple[str, ...] = ("elementwise", "mask", "sparse", "diag")
 INITS: tuple[str, ...] = ("identity", "normal", "uniform")
@@ -117,6 +121,10 @@ class DiagonalLinear(nn.Module):
     def bands(self) -> Tensor:
         """The weight as ``(2k+1, features)`` bands (differentiable)."""
         return self.weight.reshape(2 * self.bandwidth + 1, self.features)
+
+    def weight_vector(self) -> Tensor:
+        """The main diagonal ``(features,)``: the per-bin gains, for logging and plots."""
+        return self.bands()[self.bandwidth]
 
     def _bands_to_weight(self, bands: Tensor) -> Tensor:
         """Bands to this implementation's own parameter layout."""
@@ -230,6 +238,7 @@ class MaskDiagonal(DiagonalLinear):
     """
 
     implementation = "mask"
+    mask: Tensor
 
     def _create_weight(self, factory_kwargs: dict) -> None:
         n = self.features
@@ -269,7 +278,7 @@ class _CSRProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, values, crow, col, crow_t, col_t, perm_t):  # type: ignore[no-untyped-def]
         n = x.shape[-1]
-        matrix = torch.sparse_csr_tensor(crow, col, values, (n, n))
+        matrix = torch.sparse_csr_tensor(crow, col, values, (n, n), check_invariants=False)
         ctx.save_for_backward(x, values, crow, col, crow_t, col_t, perm_t)
         # W @ x.T is the CSR kernel's natural layout; its transpose is a free view.
         return torch.mm(matrix, x.t()).t()
@@ -280,10 +289,14 @@ class _CSRProduct(torch.autograd.Function):
         n = x.shape[-1]
         grad_x = grad_values = None
         if ctx.needs_input_grad[0]:
-            transposed = torch.sparse_csr_tensor(crow_t, col_t, values[perm_t], (n, n))
+            transposed = torch.sparse_csr_tensor(
+                crow_t, col_t, values[perm_t], (n, n), check_invariants=False
+            )
             grad_x = torch.mm(transposed, grad_out.t()).t()
         if ctx.needs_input_grad[1]:
-            pattern = torch.sparse_csr_tensor(crow, col, values.detach(), (n, n))
+            pattern = torch.sparse_csr_tensor(
+                crow, col, values.detach(), (n, n), check_invariants=False
+            )
             sampled = torch.sparse.sampled_addmm(pattern, grad_out.t(), x, beta=0.0)
             grad_values = sampled.values()
         return grad_x, grad_values, None, None, None, None, None
@@ -297,6 +310,12 @@ class SparseDiagonal(DiagonalLinear):
     """
 
     implementation = "sparse"
+    value_index: Tensor
+    crow: Tensor
+    col: Tensor
+    crow_t: Tensor
+    col_t: Tensor
+    perm_t: Tensor
 
     def __init__(self, features: int, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(features, **kwargs)

@@ -1,0 +1,308 @@
+"""The diagonal layer family: same numbers, one state_dict, clear errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from audiodiag.layers import (
+    IMPLEMENTATIONS,
+    DiagonalLinear,
+    band_valid,
+    bands_to_dense,
+    convert,
+    dense_to_bands,
+    make_diagonal,
+)
+
+BANDED = ("mask", "sparse", "diag")
+
+
+def _implementations(bandwidth: int) -> tuple[str, ...]:
+    return IMPLEMENTATIONS if bandwidth == 0 else BANDED
+
+
+def _random_state(features: int, bandwidth: int, seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    layer = make_diagonal("diag", features, init="normal", bandwidth=bandwidth)
+    with torch.no_grad():
+        layer.bias.normal_()
+    return layer.state_dict()
+
+
+def _run(layer: DiagonalLinear, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Output and gradients w.r.t. input, weight (as bands) and bias for a fixed upstream grad."""
+    x = x.clone().requires_grad_(True)
+    y = layer(x)
+    upstream = torch.linspace(-1, 1, y.numel()).reshape(y.shape)
+    (y * upstream).sum().backward()
+    if layer.implementation == "mask":
+        weight_grad = dense_to_bands(layer.weight.grad, layer.bandwidth)
+    else:
+        weight_grad = layer.weight.grad.reshape(2 * layer.bandwidth + 1, layer.features)
+    # Gradients at positions outside the matrix do not exist for the dense forms.
+    weight_grad = weight_grad * band_valid(layer.features, layer.bandwidth)
+    return y.detach(), x.grad, weight_grad, layer.bias.grad
+
+
+SHAPES = [(1,), (4,), (3, 1), (2, 5, 7), (2, 3, 4, 33)]
+
+
+@pytest.mark.parametrize("bandwidth", [0, 1, 3])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_all_implementations_give_same_output_and_gradients(shape, bandwidth):
+    features = shape[-1]
+    state = _random_state(features, bandwidth, seed=sum(shape) + bandwidth)
+    x = torch.randn(shape)
+    results = {}
+    for name in _implementations(bandwidth):
+        layer = make_diagonal(name, features, bandwidth=bandwidth)
+        layer.load_state_dict(state)
+        results[name] = _run(layer, x)
+    reference = results["diag"]
+    for name, result in results.items():
+        for got, want, what in zip(
+            result, reference, ("output", "dx", "dweight", "dbias"), strict=True
+        ):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6, msg=f"{name} {what}")
+
+
+def test_banded_output_matches_explicit_dense_matrix():
+    features, bandwidth = 6, 2
+    state = _random_state(features, bandwidth, seed=1)
+    dense = bands_to_dense(state["weight"], bandwidth)
+    # The band entries sit where the layout says: W[i, i + o] = weight[o + k, i].
+    assert dense[1, 3] == state["weight"][4, 1]
+    assert dense[3, 1] == state["weight"][0, 3]
+    x = torch.randn(5, features)
+    expected = x @ dense.T + state["bias"]
+    for name in BANDED:
+        layer = make_diagonal(name, features, bandwidth=bandwidth)
+        layer.load_state_dict(state)
+        torch.testing.assert_close(layer(x), expected)
+
+
+@pytest.mark.parametrize("source,target", list(itertools.product(IMPLEMENTATIONS, repeat=2)))
+def test_state_dict_loads_across_implementations(source, target):
+    torch.manual_seed(0)
+    a = make_diagonal(source, 9, init="normal")
+    with torch.no_grad():
+        a.bias.normal_()
+    b = make_diagonal(target, 9)
+    b.load_state_dict(a.state_dict())
+    assert set(a.state_dict()) == {"weight", "bias"}
+    assert a.state_dict()["weight"].shape == (9,)
+    x = torch.randn(4, 9)
+    torch.testing.assert_close(b(x), a(x))
+
+
+def test_dense_weight_with_off_diagonal_entries_is_refused():
+    linear = nn.Linear(4, 4)
+    for name in IMPLEMENTATIONS:
+        layer = make_diagonal(name, 4)
+        with pytest.raises(ValueError, match="off the diagonal band"):
+            layer.load_state_dict(linear.state_dict())
+
+
+def test_dense_diagonal_weight_is_accepted():
+    linear = nn.Linear(4, 4)
+    with torch.no_grad():
+        linear.weight.copy_(torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0])))
+    x = torch.randn(3, 4)
+    for name in IMPLEMENTATIONS:
+        layer = make_diagonal(name, 4)
+        layer.load_state_dict(linear.state_dict())
+        torch.testing.assert_close(layer(x), linear(x))
+
+
+def test_wrong_weight_shape_names_key_and_accepted_shapes():
+    layer = make_diagonal("sparse", 4)
+    with pytest.raises(ValueError, match=r"weight: expected shape \(4,\)"):
+        layer.load_state_dict({"weight": torch.ones(5), "bias": torch.zeros(4)})
+
+
+def test_band_entries_outside_matrix_are_refused():
+    state = make_diagonal("diag", 4, bandwidth=1).state_dict()
+    state["weight"][0, 0] = 1.0  # W[0, -1] does not exist
+    with pytest.raises(ValueError, match="outside"):
+        make_diagonal("mask", 4, bandwidth=1).load_state_dict(state)
+
+
+def test_masks_and_indices_are_non_persistent_buffers_that_move():
+    mask = make_diagonal("mask", 5, bandwidth=1)
+    sparse = make_diagonal("sparse", 5, bandwidth=1)
+    assert "mask" in dict(mask.named_buffers())
+    assert {"crow", "col", "crow_t", "col_t", "perm_t", "value_index"} <= set(
+        dict(sparse.named_buffers())
+    )
+    for layer in (mask, sparse):
+        assert set(layer.state_dict()) == {"weight", "bias"}
+        doubled = layer.to(torch.float64)
+        assert doubled(torch.randn(2, 5, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_mask_off_diagonal_stays_exactly_zero_through_training(optimizer):
+    torch.manual_seed(0)
+    layer = make_diagonal("mask", 6, bandwidth=1, init="normal")
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+    else:
+        opt = torch.optim.AdamW(layer.parameters(), lr=0.1, weight_decay=0.1)
+    before = layer.weight.detach().clone()
+    for _ in range(5):
+        opt.zero_grad()
+        loss = (layer(torch.randn(8, 6)) - torch.randn(8, 6)).pow(2).mean()
+        loss.backward()
+        opt.step()
+    off_band = layer.mask == 0
+    assert torch.count_nonzero(layer.weight[off_band]) == 0
+    assert not torch.equal(layer.weight[~off_band], before[~off_band])
+
+
+def test_sparse_passes_gradient_to_diagonal_values():
+    layer = make_diagonal("sparse", 5, bias=False)
+    x = torch.randn(3, 5)
+    layer(x).sum().backward()
+    torch.testing.assert_close(layer.weight.grad, x.sum(0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_sparse_runs_half_precision_through_float32(dtype):
+    layer = make_diagonal("sparse", 8, init="normal").to(dtype)
+    x = torch.randn(2, 8, dtype=dtype)
+    y = layer(x)
+    assert y.dtype == dtype
+    reference = x.float() * layer.weight.float() + layer.bias.float()
+    torch.testing.assert_close(y.float(), reference, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+def test_every_form_works_under_cpu_autocast(name):
+    torch.manual_seed(0)
+    layer = make_diagonal(name, 16, init="normal")
+    x = torch.randn(4, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+        y.float().sum().backward()
+    torch.testing.assert_close(
+        y.float(), x * layer.weight_vector() + layer.bias, rtol=2e-2, atol=2e-2
+    )
+    assert layer.bias.grad is not None
+
+
+def test_rectangular_weight_is_refused_with_reason():
+    with pytest.raises(ValueError, match="out_features .* must equal features"):
+        make_diagonal("mask", 4, out_features=5)
+    assert make_diagonal("mask", 4, out_features=4).features == 4
+
+
+def test_unknown_implementation_lists_valid_ones():
+    with pytest.raises(ValueError, match="elementwise, mask, sparse, diag"):
+        make_diagonal("foo", 4)
+    with pytest.raises(ValueError, match="valid"):
+        convert(nn.Sequential(), "foo")
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"features": 0}, "features must be an integer >= 1"),
+        ({"features": 4, "init": "xavier"}, "unknown init 'xavier'; valid: identity"),
+        ({"features": 4, "bandwidth": -1}, "bandwidth must be an integer >= 0"),
+    ],
+)
+def test_bad_construction_arguments_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_diagonal("diag", **kwargs)
+
+
+def test_elementwise_refuses_bandwidth():
+    with pytest.raises(ValueError, match="use mask, sparse or diag"):
+        make_diagonal("elementwise", 4, bandwidth=1)
+
+
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+def test_bad_inputs_get_clear_errors(name):
+    layer = make_diagonal(name, 4)
+    with pytest.raises(ValueError, match=r"expects input \(\.\.\., 4\), got shape \[2, 3\]"):
+        layer(torch.randn(2, 3))
+    with pytest.raises(TypeError, match="floating-point input, got torch.int64"):
+        layer(torch.ones(2, 4, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+def test_inits_and_reset(name):
+    layer = make_diagonal(name, 6, init="identity")
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(layer(x), x)
+    for init in ("normal", "uniform"):
+        layer = make_diagonal(name, 6, init=init)
+        first = layer.state_dict()["weight"].clone()
+        layer.reset_parameters()
+        assert not torch.equal(first, layer.state_dict()["weight"])
+    text = repr(make_diagonal(name, 6, bias=False))
+    assert f"implementation={name}, features=6, bandwidth=0, bias=False" in text
+
+
+def test_elementwise_scripts_and_exports_with_dynamic_shapes():
+    torch.manual_seed(0)
+    layer = make_diagonal("elementwise", 8, init="normal")
+    x = torch.randn(2, 3, 8)
+    scripted = torch.jit.script(layer)
+    torch.testing.assert_close(scripted(x), layer(x))
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("time")}
+    program = torch.export.export(layer, (x,), dynamic_shapes={"x": dims})
+    other = torch.randn(5, 11, 8)
+    torch.testing.assert_close(program.module()(other), layer(other))
+
+
+@pytest.mark.slow
+def test_elementwise_compiles():
+    layer = make_diagonal("elementwise", 8, init="normal")
+    x = torch.randn(2, 3, 8)
+    torch.testing.assert_close(torch.compile(layer)(x), layer(x))
+
+
+class _TwoLayerNet(nn.Module):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.first = make_diagonal(name, 7, init="normal")
+        self.inner = nn.Sequential(nn.Tanh(), make_diagonal(name, 7, init="normal"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(self.first(x))
+
+
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+def test_convert_whole_model_keeps_outputs(name):
+    torch.manual_seed(0)
+    model = _TwoLayerNet(name)
+    converted = convert(model, "elementwise")
+    x = torch.randn(4, 7)
+    torch.testing.assert_close(converted(x), model(x))
+    assert all(
+        m.implementation == "elementwise"
+        for m in converted.modules()
+        if isinstance(m, DiagonalLinear)
+    )
+    assert model.first.implementation == name  # the original is left untouched
+    assert isinstance(convert(model.first, "sparse"), DiagonalLinear)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+def test_cuda_matches_cpu_and_runs_under_bf16_autocast(name):
+    torch.manual_seed(0)
+    layer = make_diagonal(name, 257, init="normal")
+    x = torch.randn(4, 10, 257)
+    expected = layer(x)
+    layer_cuda = layer.to("cuda")
+    torch.testing.assert_close(layer_cuda(x.cuda()).cpu(), expected, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y = layer_cuda(x.cuda())
+        y.float().sum().backward()
+    torch.testing.assert_close(y.float().cpu(), expected, rtol=3e-2, atol=3e-2)
