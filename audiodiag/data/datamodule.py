@@ -1,0 +1,550 @@
+"""The LightningDataModule: on-the-fly (noisy, clean) mixtures from a speech and a noise source.
+
+Reproducibility: every mixture is made from its own ``numpy`` generator seeded by
+``(seed, split, index)`` for validation/test and ``(seed, split, epoch, index)`` for training.
+The epoch travels *with the index* (the sampler yields ``(epoch, index)`` pairs from the main
+process), so results never depend on the number of workers, on which worker got an index, or on
+whether workers persist between epochs. Lightning calls ``sampler.set_epoch`` each epoch;
+plain loops get a new epoch each time the loader is iterated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from audiodiag.audio import AudioDecodeError, load_mono
+from audiodiag.data.mixer import Mixer
+from audiodiag.data.noise import NoiseSource
+from audiodiag.data.speech import SPLITS, SpeechSource, Utterance
+
+__all__ = [
+    "AudioStore",
+    "BadFileLog",
+    "DataSummaryCallback",
+    "EpochSampler",
+    "MixtureDataset",
+    "NoisySpeechDataModule",
+]
+
+log = logging.getLogger(__name__)
+
+_SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
+# Decoded audio is kept in memory when the files of the used splits total at most this much
+# (the demo corpus is ~14 MB); bigger corpora are decoded on demand in each worker.
+_AUTO_CACHE_MAX_BYTES = 64 * 1024 * 1024
+
+
+class BadFileLog:
+    """Records unreadable audio files across DataLoader worker processes.
+
+    ``mode="skip"`` warns once per file (naming it) and appends it to a small log file shared
+    by all workers; ``mode="raise"`` re-raises the :class:`AudioDecodeError`. Mixtures whose
+    peak had to be scaled down are counted in a shared-memory counter.
+    """
+
+    def __init__(self, mode: str = "skip") -> None:
+        if mode not in ("skip", "raise"):
+            raise ValueError(f"on_bad_file='{mode}' is invalid; accepted: skip, raise")
+        self.mode = mode
+        self._owner_pid = os.getpid()
+        self._dir = tempfile.mkdtemp(prefix="audiodiag-badfiles-")
+        self._file = os.path.join(self._dir, "bad_files.tsv")
+        self._known: set[str] = set()
+        self._rescaled: Any = multiprocessing.Value("q", 0)
+        self._mixtures: Any = multiprocessing.Value("q", 0)
+        self._reported_count = 0
+
+    def is_bad(self, path: str) -> bool:
+        """True when this process already found ``path`` unreadable."""
+        return path in self._known
+
+    def report(self, path: str, error: Exception) -> None:
+        """Handle one unreadable file: raise (``raise`` mode) or warn once and record it."""
+        if self.mode == "raise":
+            raise error
+        if path in self._known:
+            return
+        self._known.add(path)
+        reason = error.reason if isinstance(error, AudioDecodeError) else str(error)
+        warnings.warn(f"skipping unreadable audio file '{path}': {reason}", stacklevel=2)
+        try:
+            # One short O_APPEND write per file is atomic across processes.
+            with open(self._file, "a", encoding="utf-8") as handle:
+                handle.write(f"{path}\t{reason}\n")
+        except OSError:  # the log folder is gone (after teardown): the warning still stands
+            pass
+
+    def count_mixture(self, rescaled: bool) -> None:
+        """Count one mixture (and whether it was scaled down to avoid clipping)."""
+        with self._mixtures.get_lock():
+            self._mixtures.value += 1
+        if rescaled:
+            with self._rescaled.get_lock():
+                self._rescaled.value += 1
+
+    def summary(self) -> dict[str, Any]:
+        """``{"bad_files": n, "files": {path: reason}, "mixtures": n, "rescaled": n}``."""
+        files: dict[str, str] = {}
+        if os.path.exists(self._file):
+            with open(self._file, encoding="utf-8") as handle:
+                for line in handle:
+                    path, _, reason = line.rstrip("\n").partition("\t")
+                    files.setdefault(path, reason)
+        return {
+            "bad_files": len(files),
+            "files": files,
+            "mixtures": int(self._mixtures.value),
+            "rescaled": int(self._rescaled.value),
+        }
+
+    def log_summary(self, when: str, only_if_new: bool = False) -> dict[str, Any]:
+        """Log the summary (a warning when files were skipped); returns it."""
+        summary = self.summary()
+        if only_if_new and summary["bad_files"] == self._reported_count:
+            return summary
+        self._reported_count = summary["bad_files"]
+        if summary["bad_files"]:
+            listed = ", ".join(list(summary["files"])[:10])
+            more = " ..." if summary["bad_files"] > 10 else ""
+            log.warning(
+                "data %s: skipped %d unreadable audio file(s): %s%s",
+                when,
+                summary["bad_files"],
+                listed,
+                more,
+            )
+        log.info(
+            "data %s: %d mixtures, %d scaled down to avoid clipping, %d bad files",
+            when,
+            summary["mixtures"],
+            summary["rescaled"],
+            summary["bad_files"],
+        )
+        return summary
+
+    def close(self) -> None:
+        """Remove the shared log folder (only from the process that made it)."""
+        if os.getpid() == self._owner_pid:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __del__(self) -> None:  # forked workers hold copies: only the owner cleans up
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class AudioStore:
+    """Decodes utterances to mono float32 at ``sample_rate``, optionally caching them.
+
+    With ``cache=True`` each file is decoded once per process; :meth:`preload` fills the cache
+    in the main process before workers fork, so workers share it copy-on-write.
+    """
+
+    def __init__(self, sample_rate: int, bad_files: BadFileLog, cache: bool = True) -> None:
+        self.sample_rate = int(sample_rate)
+        self.bad_files = bad_files
+        self.cache = bool(cache)
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def load(self, path: str) -> torch.Tensor | None:
+        """The decoded waveform ``(time,)``, or None for an unreadable file (in skip mode)."""
+        cached = self._cache.get(path)
+        if cached is not None:
+            return cached
+        if self.bad_files.is_bad(path):
+            return None
+        try:
+            waveform = load_mono(path, self.sample_rate)
+        except AudioDecodeError as error:
+            self.bad_files.report(path, error)
+            return None
+        if self.cache:
+            self._cache[path] = waveform
+        return waveform
+
+    def preload(self, paths: Sequence[str]) -> None:
+        """Decode ``paths`` now (no-op without caching)."""
+        if not self.cache:
+            return
+        for path in paths:
+            self.load(path)
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` pairs, shuffled per epoch by ``(seed, epoch)``.
+
+    Each iteration uses the epoch last given to :meth:`set_epoch` (Lightning calls it), then
+    moves to the next, so a plain ``for epoch ...: for batch in loader`` also gets fresh
+    mixtures. ``on_epoch_start`` (optional) runs in the main process before each epoch.
+    """
+
+    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True, on_epoch_start=None):
+        self.num_items = int(num_items)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.on_epoch_start = on_epoch_start
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the next iteration."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        self.epoch += 1
+        if self.on_epoch_start is not None:
+            self.on_epoch_start(epoch)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, 7919, epoch]).permutation(self.num_items)
+        else:
+            order = np.arange(self.num_items)
+        return iter([(epoch, int(i)) for i in order])
+
+
+class MixtureDataset(Dataset):
+    """``num_mixtures`` (noisy, clean) pairs from ``utterances`` of one split.
+
+    Index ``i`` uses utterance ``order[i % len(utterances)]`` (training: ``order[(i + epoch *
+    num_mixtures) % len(utterances)]``); ``order`` is a permutation fixed by the seed.
+    Training items are addressed by ``(epoch, i)`` (see :class:`EpochSampler`), validation/test
+    items by ``i`` alone, so the latter are identical in every run.
+    """
+
+    def __init__(
+        self,
+        split: str,
+        utterances: Sequence[Utterance],
+        store: AudioStore,
+        noise: NoiseSource,
+        mixer: Mixer,
+        num_mixtures: int,
+        seed: int = 0,
+    ) -> None:
+        if not utterances:
+            raise ValueError(
+                f"split '{split}' has no utterances; check the speech source and its splits"
+            )
+        if num_mixtures <= 0:
+            raise ValueError(f"number of {split} mixtures must be > 0, got {num_mixtures}")
+        self.split = split
+        self.utterances = list(utterances)
+        self.store = store
+        self.noise = noise
+        self.mixer = mixer
+        self.num_mixtures = int(num_mixtures)
+        self.seed = int(seed)
+        self.order = np.random.default_rng([self.seed, 104729, _SPLIT_CODE[split]]).permutation(
+            len(self.utterances)
+        )
+
+    def __len__(self) -> int:
+        return self.num_mixtures
+
+    def _load_from(self, position: int) -> tuple[Utterance, torch.Tensor]:
+        """Load the utterance at ``position`` of the order, or the next readable one."""
+        n = len(self.utterances)
+        for step in range(n):
+            utterance = self.utterances[int(self.order[(position + step) % n])]
+            waveform = self.store.load(utterance.path)
+            if waveform is not None:
+                return utterance, waveform
+        raise RuntimeError(f"no readable audio file in the '{self.split}' split ({n} files tried)")
+
+    def _draw_speech(self, exclude: Utterance):
+        """A callable giving random *other* utterances of this split (for babble)."""
+        utterances = self.utterances
+
+        def draw(rng: np.random.Generator) -> torch.Tensor | None:
+            for _ in range(8):
+                other = utterances[int(rng.integers(len(utterances)))]
+                if other.path == exclude.path:
+                    continue
+                same_voice = exclude.speaker is not None and other.speaker == exclude.speaker
+                # Prefer other voices, but accept the same voice now and then (one-voice splits).
+                if same_voice and rng.random() < 0.75:
+                    continue
+                return self.store.load(other.path)
+            return None
+
+        return draw
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(key, tuple):
+            epoch, index = int(key[0]), int(key[1])
+        else:
+            epoch, index = 0, int(key)
+        if not 0 <= index < self.num_mixtures:
+            raise IndexError(f"mixture index {index} out of range 0..{self.num_mixtures - 1}")
+        code = _SPLIT_CODE[self.split]
+        entropy = (
+            [self.seed, code, epoch, index] if self.split == "train" else [self.seed, code, index]
+        )
+        rng = np.random.default_rng(entropy)
+        # Training epochs walk on through the corpus when there are fewer mixtures per epoch than
+        # utterances, so every utterance is used in turn.
+        position = index + epoch * self.num_mixtures if self.split == "train" else index
+        utterance, speech = self._load_from(position % len(self.utterances))
+        clean, length = self.mixer.crop(speech, rng)
+        noise, kind = self.noise.sample(
+            self.mixer.segment_samples,
+            self.mixer.sample_rate,
+            rng,
+            split=self.split,
+            draw_speech=self._draw_speech(utterance),
+            report_bad=self.store.bad_files.report,
+        )
+        mixture = self.mixer.mix(
+            clean, length, torch.from_numpy(noise), self.mixer.draw_snr_db(rng), rng
+        )
+        self.store.bad_files.count_mixture(mixture.rescaled)
+        return {
+            "noisy": mixture.noisy.float(),
+            "clean": mixture.clean.float(),
+            "length": torch.tensor(mixture.length, dtype=torch.int64),
+            "snr_db": torch.tensor(mixture.snr_db, dtype=torch.float32),
+            "noise_type": kind,
+            "source_id": utterance.source_id,
+        }
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Mixtures use their own per-index generators; this only tames any other library RNG.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    import random
+
+    random.seed(seed)
+
+
+class NoisySpeechDataModule(L.LightningDataModule):
+    """Noisy/clean speech pairs mixed on the fly, for ``Trainer.fit``/``test``.
+
+    Args:
+        speech: a :class:`~audiodiag.data.speech.SpeechSource` (Hydra ``data.speech``).
+        noise: a :class:`~audiodiag.data.noise.NoiseSource` (Hydra group ``noise``).
+        sample_rate: Hz of every waveform in a batch.
+        segment_seconds: length of every example; shorter utterances are zero-padded and the
+            batch's ``length`` gives their true length.
+        snr_db_range: SNR drawn uniformly per mixture (dB).
+        gain_db_range: optional random overall gain (dB) on noisy and clean together.
+        batch_size, num_workers, pin_memory: DataLoader settings.
+        seed: fixes validation/test mixtures and the sequence of training mixtures.
+        train_mixtures_per_epoch: None = one per training utterance.
+        val_mixtures / test_mixtures: fixed counts (None = one per utterance of the split).
+        on_bad_file: ``skip`` (warn, count, use the next file) or ``raise``.
+        cache_audio: keep decoded speech in memory; None = when the files total <= 64 MB.
+        peak_limit: anti-clipping threshold (see :class:`~audiodiag.data.mixer.Mixer`).
+        persistent_workers: keep workers alive between epochs (only with ``num_workers > 0``).
+
+    Batches are dicts: ``noisy``/``clean`` (B, T) float32, ``length`` (B,) int64,
+    ``snr_db`` (B,) float32, ``noise_type`` list[str], ``source_id`` list[str].
+    """
+
+    def __init__(
+        self,
+        speech: SpeechSource,
+        noise: NoiseSource,
+        sample_rate: int = 16000,
+        segment_seconds: float = 2.0,
+        snr_db_range: Sequence[float] = (-5.0, 15.0),
+        gain_db_range: Sequence[float] | None = None,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        seed: int = 0,
+        train_mixtures_per_epoch: int | None = None,
+        val_mixtures: int | None = 64,
+        test_mixtures: int | None = 128,
+        on_bad_file: str = "skip",
+        cache_audio: bool | None = None,
+        peak_limit: float = 0.99,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(speech, SpeechSource):
+            raise TypeError(
+                f"speech must be a SpeechSource (e.g. audiodiag.data.DemoSpeech), got {type(speech).__name__}"
+            )
+        if not isinstance(noise, NoiseSource):
+            raise TypeError(
+                f"noise must be an audiodiag.data.NoiseSource, got {type(noise).__name__}"
+            )
+        if batch_size <= 0:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if num_workers < 0:
+            raise ValueError(f"num_workers={num_workers} must be >= 0")
+        self.speech = speech
+        self.noise = noise
+        self.sample_rate = int(sample_rate)
+        self.mixer = Mixer(
+            sample_rate=self.sample_rate,
+            segment_seconds=segment_seconds,
+            snr_db_range=tuple(snr_db_range),
+            gain_db_range=tuple(gain_db_range) if gain_db_range is not None else None,
+            peak_limit=peak_limit,
+        )
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.seed = int(seed)
+        self.train_mixtures_per_epoch = train_mixtures_per_epoch
+        self.val_mixtures = val_mixtures
+        self.test_mixtures = test_mixtures
+        self.cache_audio = cache_audio
+        self.bad_files = BadFileLog(on_bad_file)
+        self.store: AudioStore | None = None
+        self.datasets: dict[str, MixtureDataset] = {}
+        self._train_sampler: EpochSampler | None = None
+
+    # -- Lightning hooks --------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Download the speech dataset if asked (Lightning runs this on one process only)."""
+        self.speech.prepare()
+
+    def _splits_for(self, stage: str | None) -> tuple[str, ...]:
+        if stage in (None, "fit"):
+            return ("train", "valid") if stage == "fit" else SPLITS
+        if stage == "validate":
+            return ("valid",)
+        if stage in ("test", "predict"):
+            return ("test",)
+        raise ValueError(f"unknown stage '{stage}'; expected fit, validate, test or predict")
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the mixture datasets of the splits ``stage`` needs (all when None)."""
+        splits = [s for s in self._splits_for(stage) if s not in self.datasets]
+        if not splits:
+            return
+        self.noise.setup()
+        utterances = {split: self.speech.utterances(split) for split in splits}
+        if self.store is None:
+            cache = self.cache_audio
+            if cache is None:
+                total = sum(
+                    os.path.getsize(u.path)
+                    for s in SPLITS
+                    for u in self.speech.utterances(s)
+                    if os.path.exists(u.path)
+                )
+                cache = total <= _AUTO_CACHE_MAX_BYTES
+            self.store = AudioStore(self.sample_rate, self.bad_files, cache=cache)
+        counts = {
+            "train": self.train_mixtures_per_epoch,
+            "valid": self.val_mixtures,
+            "test": self.test_mixtures,
+        }
+        for split in splits:
+            items = utterances[split]
+            if not items:
+                raise ValueError(
+                    f"{self.speech!r} has no '{split}' utterances; check its root and split settings"
+                )
+            # Decode in the main process so forked workers share one copy.
+            self.store.preload([u.path for u in items])
+            wanted = counts[split]
+            count = int(wanted) if wanted is not None else len(items)
+            self.datasets[split] = MixtureDataset(
+                split, items, self.store, self.noise, self.mixer, count, seed=self.seed
+            )
+        log.info(
+            "data: %s",
+            ", ".join(
+                f"{s}={len(d.utterances)} utterances/{len(d)} mixtures"
+                for s, d in self.datasets.items()
+            ),
+        )
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Log the data summary (mixtures, clipping rescales, skipped files)."""
+        self.bad_files.log_summary(f"{stage or 'run'} end")
+
+    def _loader(self, split: str, sampler: Sampler | None) -> DataLoader:
+        if split not in self.datasets:
+            self.setup({"train": "fit", "valid": "validate", "test": "test"}[split])
+        workers = self.num_workers
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            drop_last=False,
+            persistent_workers=self.persistent_workers and workers > 0,
+            worker_init_fn=_seed_worker if workers > 0 else None,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """New mixtures every epoch, shuffled; see :class:`EpochSampler`."""
+        if "train" not in self.datasets:
+            self.setup("fit")
+        sampler = EpochSampler(
+            len(self.datasets["train"]), seed=self.seed, on_epoch_start=self._on_train_epoch_start
+        )
+        if self._train_sampler is not None:
+            sampler.set_epoch(self._train_sampler.epoch)
+        self._train_sampler = sampler
+        return self._loader("train", sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        """Fixed validation mixtures (identical in every run and for every worker count)."""
+        return self._loader("valid", None)
+
+    def test_dataloader(self) -> DataLoader:
+        """Fixed test mixtures."""
+        return self._loader("test", None)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the training epoch for plain loops (Lightning sets it on the sampler itself)."""
+        if self._train_sampler is not None:
+            self._train_sampler.set_epoch(epoch)
+
+    def _on_train_epoch_start(self, epoch: int) -> None:
+        if epoch > 0:
+            self.bad_files.log_summary(f"epoch {epoch - 1}", only_if_new=True)
+
+    def bad_file_summary(self) -> dict[str, Any]:
+        """``{"bad_files": n, "files": {path: reason}, "mixtures": n, "rescaled": n}`` so far."""
+        return self.bad_files.summary()
+
+
+class DataSummaryCallback(L.Callback):
+    """Optional: at each training epoch end, warn about newly skipped files and log
+    ``data/bad_files`` and ``data/rescaled`` (mixtures scaled down to avoid clipping).
+
+    Without it the DataModule still logs the summary when the next epoch starts and at teardown.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if not isinstance(datamodule, NoisySpeechDataModule):
+            return
+        summary = datamodule.bad_files.log_summary(
+            f"epoch {trainer.current_epoch}", only_if_new=True
+        )
+        pl_module.log_dict(
+            {
+                "data/bad_files": float(summary["bad_files"]),
+                "data/rescaled": float(summary["rescaled"]),
+            },
+            on_epoch=True,
+            on_step=False,
+        )

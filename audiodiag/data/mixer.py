@@ -1,0 +1,147 @@
+"""Turn one clean utterance and one noise draw into a fixed-length (noisy, clean) pair."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["NO_NOISE_SNR_DB", "SILENT_SNR_DB", "Mixer", "Mixture"]
+
+# SNR is undefined for a silent clean clip or a silent noise draw. We report finite sentinels
+# (never NaN/inf) so batches, losses and logs stay finite; they sit far outside any real range.
+SILENT_SNR_DB = -100.0
+NO_NOISE_SNR_DB = 100.0
+# Below this mean power (about -100 dBFS) a signal counts as silent.
+_SILENT_POWER = 1e-10
+
+
+@dataclass
+class Mixture:
+    """One mixed example: ``noisy = clean + noise`` over ``segment_samples`` samples.
+
+    ``length`` is the number of real speech samples (the rest is zero padding of the clean
+    clip); ``snr_db`` is the realised SNR over those samples; ``rescaled`` tells whether both
+    signals were scaled down to avoid clipping.
+    """
+
+    noisy: torch.Tensor
+    clean: torch.Tensor
+    noise: torch.Tensor
+    length: int
+    snr_db: float
+    gain_db: float
+    rescaled: bool
+
+
+def _power(x: torch.Tensor) -> float:
+    return float(x.double().square().mean()) if x.numel() else 0.0
+
+
+class Mixer:
+    """Crop/pad speech to a segment, scale noise to a drawn SNR, and guard against clipping.
+
+    Args:
+        sample_rate: Hz.
+        segment_seconds: length of every example.
+        snr_db_range: SNR drawn uniformly from ``[low, high]`` dB.
+        gain_db_range: optional ``[low, high]`` dB of one random gain applied to both noisy and
+            clean (level augmentation); ``None`` keeps the clean level as recorded.
+        peak_limit: when ``max(|noisy|, |clean|)`` exceeds it, both are scaled down together
+            (the SNR is unchanged) and the example counts as rescaled.
+        silent_noise_dbfs: noise RMS used when the clean clip is silent (SNR undefined).
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        segment_seconds: float = 2.0,
+        snr_db_range: Sequence[float] = (-5.0, 15.0),
+        gain_db_range: Sequence[float] | None = None,
+        peak_limit: float = 0.99,
+        silent_noise_dbfs: float = -30.0,
+    ) -> None:
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate={sample_rate} must be a positive number of Hz")
+        if not segment_seconds or segment_seconds <= 0:
+            raise ValueError(f"segment_seconds={segment_seconds} must be > 0")
+        self.sample_rate = int(sample_rate)
+        self.segment_seconds = float(segment_seconds)
+        self.segment_samples = int(round(self.segment_seconds * self.sample_rate))
+        self.snr_db_range = self._range("snr_db_range", snr_db_range)
+        self.gain_db_range = (
+            self._range("gain_db_range", gain_db_range) if gain_db_range is not None else None
+        )
+        if not 0 < peak_limit <= 1:
+            raise ValueError(f"peak_limit={peak_limit} must be in (0, 1]")
+        self.peak_limit = float(peak_limit)
+        self.silent_noise_rms = 10.0 ** (float(silent_noise_dbfs) / 20.0)
+
+    @staticmethod
+    def _range(name: str, values: Sequence[float]) -> tuple[float, float]:
+        pair = tuple(float(v) for v in values)
+        if len(pair) != 2 or pair[0] > pair[1] or not all(math.isfinite(v) for v in pair):
+            raise ValueError(f"{name}={list(values)} must be [low, high] with finite low <= high")
+        return pair[0], pair[1]
+
+    def crop(self, speech: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        """Random crop to the segment, or zero-pad at the end; returns (segment, true length)."""
+        n = self.segment_samples
+        total = int(speech.shape[-1])
+        if total >= n:
+            start = int(rng.integers(0, total - n + 1))
+            return speech[start : start + n].clone(), n
+        out = torch.zeros(n, dtype=torch.float32)
+        out[:total] = speech
+        return out, total
+
+    def draw_snr_db(self, rng: np.random.Generator) -> float:
+        """An SNR drawn uniformly from ``snr_db_range``."""
+        low, high = self.snr_db_range
+        return float(rng.uniform(low, high)) if high > low else low
+
+    def mix(
+        self,
+        clean: torch.Tensor,
+        length: int,
+        noise: torch.Tensor,
+        snr_db: float,
+        rng: np.random.Generator | None = None,
+    ) -> Mixture:
+        """Mix a cropped ``clean`` segment (true ``length``) with ``noise`` at ``snr_db``.
+
+        Only the noise is scaled, so ``clean`` stays as given unless the optional overall gain
+        or the anti-clipping rescale applies (both act on noisy and clean alike).
+        """
+        if clean.shape != noise.shape:
+            raise ValueError(f"clean {tuple(clean.shape)} and noise {tuple(noise.shape)} differ")
+        valid = max(1, int(length))
+        clean_power = _power(clean[:valid])
+        noise_power = _power(noise[:valid])
+        if noise_power <= _SILENT_POWER:
+            noise = torch.zeros_like(clean)
+            realised = NO_NOISE_SNR_DB
+        elif clean_power <= _SILENT_POWER:
+            noise = noise * float(self.silent_noise_rms / math.sqrt(noise_power))
+            realised = SILENT_SNR_DB
+        else:
+            scale = math.sqrt(clean_power / (noise_power * 10.0 ** (snr_db / 10.0)))
+            noise = noise * float(scale)
+            realised = float(snr_db)
+        noisy = clean + noise
+        gain_db = 0.0
+        if self.gain_db_range is not None and rng is not None:
+            low, high = self.gain_db_range
+            gain_db = float(rng.uniform(low, high)) if high > low else low
+            gain = 10.0 ** (gain_db / 20.0)
+            noisy, clean, noise = noisy * gain, clean * gain, noise * gain
+        peak = max(float(noisy.abs().max()), float(clean.abs().max()))
+        rescaled = peak > self.peak_limit
+        if rescaled:
+            factor = self.peak_limit / peak
+            noisy, clean, noise = noisy * factor, clean * factor, noise * factor
+            gain_db += 20.0 * math.log10(factor)
+        return Mixture(noisy, clean, noise, int(length), realised, gain_db, rescaled)

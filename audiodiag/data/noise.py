@@ -1,0 +1,338 @@
+"""Noise sources: seeded synthetic generators and folders of real recordings.
+
+Every generator takes a ``numpy.random.Generator`` (the caller seeds it from the mixture index),
+so the same index always gives the same noise. Colored noise is made by shaping a random
+spectrum with one FFT, which costs about as much as copying the samples. All outputs are
+scaled to unit RMS; the mixer sets the level from the drawn SNR.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiodiag.audio import AudioDecodeError, audio_info, read_audio, resample, to_mono
+from audiodiag.data.speech import SPLITS, _scan_audio, assign_splits
+
+__all__ = ["NOISE_TYPES", "NoiseSource"]
+
+log = logging.getLogger(__name__)
+
+NOISE_TYPES: tuple[str, ...] = (
+    "white",
+    "pink",
+    "brown",
+    "hum",
+    "tonal",
+    "band",
+    "babble",
+    "folder",
+)
+
+# Colored noise below this frequency is inaudible drift that would eat the SNR budget.
+_MIN_COLOR_HZ = 20.0
+
+DrawSpeech = Callable[[np.random.Generator], "torch.Tensor | None"]
+ReportBad = Callable[[str, Exception], None]
+
+
+def _unit_rms(x: np.ndarray) -> np.ndarray:
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+    return (x / rms).astype(np.float32) if rms > 1e-12 else x.astype(np.float32)
+
+
+def _random_spectrum(num_bins: int, rng: np.random.Generator) -> np.ndarray:
+    parts = rng.standard_normal((2, num_bins))
+    return parts[0] + 1j * parts[1]
+
+
+def _fit_length(x: np.ndarray, num_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Random crop when longer, tiling from a random offset when shorter."""
+    if x.shape[0] >= num_samples:
+        start = int(rng.integers(0, x.shape[0] - num_samples + 1))
+        return x[start : start + num_samples]
+    reps = math.ceil(num_samples / x.shape[0]) + 1
+    tiled = np.tile(x, reps)
+    start = int(rng.integers(0, x.shape[0]))
+    return tiled[start : start + num_samples]
+
+
+class NoiseSource:
+    """Draws noise of configured types with configured weights.
+
+    Args:
+        weights: type -> relative probability. Types: ``white``, ``pink`` (1/f), ``brown``
+            (1/f^2), ``hum`` (mains hum with harmonics), ``tonal`` (a few steady/warbling tones),
+            ``band`` (band-limited noise), ``babble`` (sum of other utterances of the speech
+            source, same split), ``folder`` (recordings under ``folder``). Zero weights are off.
+        folder: directory of noise recordings (wav/flac/ogg, recursive), used by ``folder``.
+        split_folder: give train/valid/test disjoint recordings (hash of the file path) when
+            the folder holds at least three files.
+        hum_frequencies: mains fundamentals to choose from (Hz).
+        hum_harmonics: highest harmonic number of the hum.
+        babble_talkers: inclusive range of talkers summed into babble.
+        tonal_tones: inclusive range of the number of tones.
+        tonal_hz_range / band_hz_range: frequency ranges (Hz) for tones and noise bands.
+    """
+
+    def __init__(
+        self,
+        weights: Mapping[str, float] | None = None,
+        folder: str | os.PathLike | None = None,
+        split_folder: bool = True,
+        hum_frequencies: Sequence[float] = (50.0, 60.0),
+        hum_harmonics: int = 8,
+        babble_talkers: Sequence[int] = (3, 6),
+        tonal_tones: Sequence[int] = (1, 3),
+        tonal_hz_range: Sequence[float] = (100.0, 4000.0),
+        band_hz_range: Sequence[float] = (100.0, 7000.0),
+    ) -> None:
+        if weights is None:
+            weights = {t: 1.0 for t in NOISE_TYPES if t != "folder"}
+        weights = {str(k): float(v) for k, v in dict(weights).items()}
+        unknown = sorted(set(weights) - set(NOISE_TYPES))
+        if unknown:
+            raise ValueError(
+                f"unknown noise types {unknown} in noise.weights; accepted: {list(NOISE_TYPES)}"
+            )
+        negative = sorted(k for k, v in weights.items() if v < 0 or not math.isfinite(v))
+        if negative:
+            raise ValueError(f"noise.weights for {negative} must be finite and >= 0")
+        active = {k: v for k, v in weights.items() if v > 0}
+        if not active:
+            raise ValueError(
+                f"noise.weights={weights} has no positive weight; give at least one type > 0"
+            )
+        if "folder" in active and (folder is None or str(folder) in ("", "???")):
+            raise ValueError(
+                "noise type 'folder' has weight > 0 but noise.folder is not set; set noise.folder=PATH"
+            )
+        self.types = tuple(active)
+        total = sum(active.values())
+        self.probabilities = np.array([active[t] / total for t in self.types])
+        self.folder = Path(folder).expanduser() if folder not in (None, "", "???") else None
+        self.split_folder = bool(split_folder)
+        self.hum_frequencies = tuple(float(f) for f in hum_frequencies)
+        self.hum_harmonics = int(hum_harmonics)
+        self.babble_talkers = (int(babble_talkers[0]), int(babble_talkers[1]))
+        self.tonal_tones = (int(tonal_tones[0]), int(tonal_tones[1]))
+        self.tonal_hz_range = (float(tonal_hz_range[0]), float(tonal_hz_range[1]))
+        self.band_hz_range = (float(band_hz_range[0]), float(band_hz_range[1]))
+        if self.babble_talkers[0] < 1 or self.babble_talkers[1] < self.babble_talkers[0]:
+            raise ValueError(
+                f"noise.babble_talkers={list(babble_talkers)} must be [min>=1, max>=min]"
+            )
+        self._folder_files: dict[str, list[str]] | None = None
+        self._info: dict[str, tuple[int, int]] = {}
+        self._bad: set[str] = set()
+
+    def __repr__(self) -> str:
+        weights = dict(zip(self.types, np.round(self.probabilities, 3).tolist(), strict=True))
+        folder = f", folder='{self.folder}'" if self.folder else ""
+        return f"NoiseSource(probabilities={weights}{folder})"
+
+    # -- folder of recordings ---------------------------------------------------------------
+    def setup(self) -> None:
+        """List the noise folder (when used); raises naming the folder when it holds no audio."""
+        if "folder" not in self.types or self._folder_files is not None:
+            return
+        assert self.folder is not None
+        if not self.folder.is_dir():
+            raise FileNotFoundError(
+                f"noise folder '{self.folder}' does not exist; set noise.folder=PATH"
+            )
+        files = [str(p) for p in _scan_audio(self.folder)]
+        if not files:
+            raise ValueError(
+                f"noise folder '{self.folder}' holds no audio files (looked for *.wav, *.flac, "
+                "*.ogg recursively)"
+            )
+        if self.split_folder and len(files) >= 3:
+            rel = {f: Path(f).relative_to(self.folder).as_posix() for f in files}
+            mapping = assign_splits(rel.values())
+            self._folder_files = {s: [f for f in files if mapping[rel[f]] == s] for s in SPLITS}
+        else:
+            self._folder_files = {s: list(files) for s in SPLITS}
+
+    def folder_files(self, split: str) -> list[str]:
+        """Recordings used for ``split`` (empty when the ``folder`` type is off)."""
+        self.setup()
+        return list((self._folder_files or {}).get(split, []))
+
+    def _folder_noise(
+        self,
+        num_samples: int,
+        sample_rate: int,
+        rng: np.random.Generator,
+        split: str,
+        report_bad: ReportBad | None,
+    ) -> np.ndarray | None:
+        files = [f for f in self.folder_files(split) if f not in self._bad]
+        if not files:
+            return None
+        start_index = int(rng.integers(len(files)))
+        for attempt in range(len(files)):
+            path = files[(start_index + attempt) % len(files)]
+            try:
+                if path not in self._info:
+                    frames, file_rate, _ = audio_info(path)
+                    if frames <= 0:
+                        raise AudioDecodeError(path, "file holds no samples")
+                    self._info[path] = (frames, file_rate)
+                frames, file_rate = self._info[path]
+                # Read only the crop we need (plus a little for the resampler's edges).
+                need = math.ceil(num_samples * file_rate / sample_rate) + 64
+                offset = int(rng.integers(0, frames - need + 1)) if frames > need else 0
+                waveform, _ = read_audio(path, frame_offset=offset, num_frames=min(need, frames))
+            except AudioDecodeError as error:
+                if report_bad is None:
+                    raise
+                report_bad(path, error)
+                self._bad.add(path)
+                continue
+            mono = resample(to_mono(waveform), file_rate, sample_rate).numpy()
+            return _fit_length(mono, num_samples, rng)
+        return None
+
+    # -- synthetic generators ---------------------------------------------------------------
+    @staticmethod
+    def colored(
+        num_samples: int, exponent: float, sample_rate: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Gaussian noise with power spectral density ~ 1/f^exponent (0 white, 1 pink, 2 brown)."""
+        if exponent == 0:
+            return rng.standard_normal(num_samples, dtype=np.float32)
+        freqs = np.fft.rfftfreq(num_samples, d=1.0 / sample_rate)
+        spectrum = _random_spectrum(freqs.shape[0], rng)
+        scale = np.zeros_like(freqs)
+        audible = freqs >= _MIN_COLOR_HZ
+        scale[audible] = freqs[audible] ** (-exponent / 2.0)
+        return np.fft.irfft(spectrum * scale, n=num_samples).astype(np.float32)
+
+    def _band(self, num_samples: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+        low_hz, high_hz = self.band_hz_range
+        high_hz = min(high_hz, 0.49 * sample_rate)
+        # A band between half an octave and two octaves wide, centred log-uniformly.
+        width_octaves = rng.uniform(0.5, 2.0)
+        center = math.exp(rng.uniform(math.log(low_hz), math.log(high_hz)))
+        lo = max(low_hz, center / 2 ** (width_octaves / 2))
+        hi = min(high_hz, center * 2 ** (width_octaves / 2))
+        freqs = np.fft.rfftfreq(num_samples, d=1.0 / sample_rate)
+        spectrum = _random_spectrum(freqs.shape[0], rng)
+        spectrum = np.where((freqs < lo) | (freqs > hi), 0.0, spectrum)
+        return np.fft.irfft(spectrum, n=num_samples).astype(np.float32)
+
+    def _hum(self, num_samples: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+        f0 = float(rng.choice(self.hum_frequencies)) * (1.0 + rng.uniform(-0.005, 0.005))
+        t = np.arange(num_samples, dtype=np.float64) / sample_rate
+        out = np.zeros(num_samples, dtype=np.float64)
+        rolloff = rng.uniform(0.5, 1.5)
+        for k in range(1, self.hum_harmonics + 1):
+            if k * f0 >= 0.49 * sample_rate:
+                break
+            amplitude = rng.uniform(0.3, 1.0) / k**rolloff
+            out += amplitude * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi))
+        hum = _unit_rms(out)
+        # A faint broadband floor, as in real recordings, so the hum is not a pure line spectrum.
+        return hum + 0.03 * rng.standard_normal(num_samples, dtype=np.float32)
+
+    def _tonal(self, num_samples: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+        low_hz, high_hz = self.tonal_hz_range
+        high_hz = min(high_hz, 0.45 * sample_rate)
+        t = np.arange(num_samples, dtype=np.float64) / sample_rate
+        out = np.zeros(num_samples, dtype=np.float64)
+        for _ in range(int(rng.integers(self.tonal_tones[0], self.tonal_tones[1] + 1))):
+            freq = math.exp(rng.uniform(math.log(low_hz), math.log(high_hz)))
+            # Optional slow warble (sirens, alarms, whistles); depth 0 keeps the tone steady.
+            depth = rng.choice([0.0, rng.uniform(0.005, 0.05)])
+            rate = rng.uniform(0.2, 6.0)
+            phase = 2 * np.pi * freq * t
+            if depth:
+                phase += depth * freq / rate * np.sin(2 * np.pi * rate * t)
+            out += rng.uniform(0.3, 1.0) * np.sin(phase + rng.uniform(0, 2 * np.pi))
+        return _unit_rms(out)
+
+    def _babble(
+        self, num_samples: int, rng: np.random.Generator, draw_speech: DrawSpeech | None
+    ) -> np.ndarray | None:
+        if draw_speech is None:
+            return None
+        talkers = int(rng.integers(self.babble_talkers[0], self.babble_talkers[1] + 1))
+        out = np.zeros(num_samples, dtype=np.float32)
+        used = 0
+        for _ in range(talkers * 2):  # a few spare draws for silent or unreadable utterances
+            speech = draw_speech(rng)
+            if speech is None or speech.numel() == 0:
+                continue
+            segment = _fit_length(speech.numpy(), num_samples, rng)
+            if float(np.abs(segment).max()) < 1e-6:
+                continue
+            out += _unit_rms(segment)
+            used += 1
+            if used == talkers:
+                break
+        return out if used else None
+
+    # -- public API -------------------------------------------------------------------------
+    def draw_type(self, rng: np.random.Generator) -> str:
+        """Pick a noise type by weight."""
+        if len(self.types) == 1:
+            return self.types[0]
+        return self.types[int(rng.choice(len(self.types), p=self.probabilities))]
+
+    def generate(
+        self,
+        kind: str,
+        num_samples: int,
+        sample_rate: int,
+        rng: np.random.Generator,
+        split: str = "train",
+        draw_speech: DrawSpeech | None = None,
+        report_bad: ReportBad | None = None,
+    ) -> tuple[np.ndarray, str]:
+        """Make ``num_samples`` of noise of type ``kind`` at unit RMS.
+
+        Returns ``(noise float32 (num_samples,), type actually made)``: babble without other
+        utterances, or a folder without readable files, falls back to pink noise.
+        """
+        out: np.ndarray | None
+        if kind == "white":
+            out = rng.standard_normal(num_samples, dtype=np.float32)
+        elif kind == "pink":
+            out = self.colored(num_samples, 1.0, sample_rate, rng)
+        elif kind == "brown":
+            out = self.colored(num_samples, 2.0, sample_rate, rng)
+        elif kind == "hum":
+            out = self._hum(num_samples, sample_rate, rng)
+        elif kind == "tonal":
+            out = self._tonal(num_samples, sample_rate, rng)
+        elif kind == "band":
+            out = self._band(num_samples, sample_rate, rng)
+        elif kind == "babble":
+            out = self._babble(num_samples, rng, draw_speech)
+        elif kind == "folder":
+            out = self._folder_noise(num_samples, sample_rate, rng, split, report_bad)
+        else:
+            raise ValueError(f"unknown noise type '{kind}'; accepted: {list(NOISE_TYPES)}")
+        if out is None:
+            kind, out = "pink", self.colored(num_samples, 1.0, sample_rate, rng)
+        return _unit_rms(out), kind
+
+    def sample(
+        self,
+        num_samples: int,
+        sample_rate: int,
+        rng: np.random.Generator,
+        split: str = "train",
+        draw_speech: DrawSpeech | None = None,
+        report_bad: ReportBad | None = None,
+    ) -> tuple[np.ndarray, str]:
+        """Draw a type by weight and generate it (see :meth:`generate`)."""
+        kind = self.draw_type(rng)
+        return self.generate(kind, num_samples, sample_rate, rng, split, draw_speech, report_bad)
