@@ -1,0 +1,219 @@
+"""Enhance audio files with a trained or exported model: ``python -m audiodiag.enhance``.
+
+::
+
+    python -m audiodiag.enhance model=model.pt input=noisy.wav output=clean.wav
+    python -m audiodiag.enhance model=best.ckpt input=recordings/ output=enhanced/ device=cuda
+    python -m audiodiag.enhance model=wiener input=recordings/ output=wiener/
+
+``input`` is a file or a folder (searched recursively; the output keeps the relative paths and
+file names). Any sample rate and channel count: each channel is resampled to the model's rate,
+enhanced, and written back at the input's rate, channel count, length and sample format. Files
+are processed in blocks (``block_seconds``), so memory does not grow with the file's length.
+Outputs never overwrite inputs; files that are not audio, or that cannot be decoded, are skipped
+with a warning and counted in the summary.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from audiodiag.audio import AUDIO_EXTENSIONS, AudioDecodeError, audio_info, is_audio_file
+from audiodiag.inference import (
+    CliError,
+    Enhancer,
+    ModelLoadError,
+    enhance_file,
+    load_enhancer,
+    parse_cli,
+    parse_float,
+    resolve_device,
+)
+
+__all__ = ["EnhanceSummary", "enhance_paths", "main", "plan_outputs"]
+
+USAGE = f"""usage: python -m audiodiag.enhance model=MODEL input=PATH output=PATH [device=cpu]
+
+Enhance an audio file, or every audio file under a folder (recursively, keeping relative paths).
+
+  model=MODEL        exported TorchScript file (audiodiag.export), training checkpoint (.ckpt),
+                     or 'wiener' (the classical reference)
+  input=PATH         audio file or folder ({', '.join(AUDIO_EXTENSIONS)}; any rate and channels)
+  output=PATH        output file (for a file input) or folder; never one of the inputs
+  device=cpu|cuda    where the model runs (default cpu)
+  block_seconds=10   audio read and processed per block (memory does not grow with file length)
+  threads=N          CPU threads for torch (default: torch's choice)
+"""
+
+
+@dataclass
+class EnhanceSummary:
+    """What a run did: files written, files skipped (path -> reason), seconds of audio."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def line(self) -> str:
+        """One-line summary for the terminal."""
+        rtf = self.wall_seconds / self.audio_seconds if self.audio_seconds else float("nan")
+        text = (
+            f"enhanced {len(self.written)} file(s), {self.audio_seconds:.1f} s of audio in "
+            f"{self.wall_seconds:.1f} s (real-time factor {rtf:.4f})"
+        )
+        if self.skipped:
+            text += f"; skipped {len(self.skipped)} file(s) (not audio or undecodable)"
+        return text
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    try:
+        child.relative_to(parent)
+    except ValueError:
+        return False
+    return True
+
+
+def plan_outputs(input_path: Path, output_path: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """Map inputs to outputs; returns ``(pairs, non-audio files)``.
+
+    Raises :class:`CliError` when an output would overwrite an input, or when the output folder
+    lies inside the input folder.
+    """
+    if not input_path.exists():
+        raise CliError(f"input={input_path} does not exist")
+    source = input_path.resolve()
+    target = output_path.resolve()
+    if input_path.is_file():
+        if output_path.is_dir():
+            target = target / input_path.name
+        if target == source or (target.exists() and target.samefile(source)):
+            raise CliError(
+                f"output={output_path} is the input file itself; choose another output path"
+            )
+        if not is_audio_file(source):
+            raise CliError(
+                f"input={input_path} is not an audio file; accepted: {', '.join(AUDIO_EXTENSIONS)}"
+            )
+        return [(input_path, target)], []
+    if target == source or _inside(target, source):
+        raise CliError(
+            f"output={output_path} lies inside input={input_path}; the outputs would mix with "
+            "(and could overwrite) the inputs: choose a folder outside the input folder"
+        )
+    if output_path.exists() and not output_path.is_dir():
+        raise CliError(f"output={output_path} is a file; a folder input needs an output folder")
+    pairs: list[tuple[Path, Path]] = []
+    others: list[Path] = []
+    for path in sorted(p for p in input_path.rglob("*") if p.is_file()):
+        if is_audio_file(path):
+            pairs.append((path, target / path.relative_to(input_path)))
+        elif not path.name.startswith("."):
+            others.append(path)
+    inputs = {p.resolve() for p, _ in pairs}
+    for src, dst in pairs:
+        if dst in inputs:
+            raise CliError(f"output for {src} would overwrite the input {dst}; choose another output")
+    return pairs, others
+
+
+def enhance_paths(
+    enhancer: Enhancer,
+    input_path: str | Path,
+    output_path: str | Path,
+    block_seconds: float = 10.0,
+    progress: bool = True,
+    warn: Callable[[str], None] | None = None,
+) -> EnhanceSummary:
+    """Enhance a file or a folder; see the module docstring. Returns an :class:`EnhanceSummary`.
+
+    ``warn`` receives one line per skipped file (default: :func:`warnings.warn`).
+    """
+    from tqdm import tqdm
+
+    if warn is None:
+        def warn(message: str) -> None:
+            warnings.warn(message, stacklevel=3)
+
+    pairs, others = plan_outputs(Path(input_path), Path(output_path))
+    summary = EnhanceSummary()
+    for path in others:
+        warn(f"skipping {path}: not an audio file ({', '.join(AUDIO_EXTENSIONS)})")
+        summary.skipped[str(path)] = "not an audio file"
+    # Header-only pass: total duration for the progress bar; undecodable files drop out here.
+    todo: list[tuple[Path, Path, float]] = []
+    for src, dst in pairs:
+        try:
+            frames, rate, _ = audio_info(src)
+        except AudioDecodeError as error:
+            warn(f"skipping {src}: {error.reason}")
+            summary.skipped[str(src)] = error.reason
+            continue
+        todo.append((src, dst, frames / rate))
+    started = time.perf_counter()
+    total = sum(seconds for _, _, seconds in todo)
+    with tqdm(
+        total=round(total, 2), unit="s", unit_scale=False, desc="enhance", disable=not progress,
+        bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}]",
+    ) as bar:
+        for src, dst, seconds in todo:
+            bar.set_postfix_str(src.name, refresh=False)
+            done = 0.0
+
+            def advance(step: float) -> None:
+                nonlocal done
+                done += step
+                bar.update(step)
+
+            try:
+                info = enhance_file(enhancer, src, dst, block_seconds, on_progress=advance)
+            except AudioDecodeError as error:
+                warn(f"skipping {src}: {error.reason}")
+                summary.skipped[str(src)] = error.reason
+                bar.update(max(0.0, seconds - done))
+                continue
+            summary.written.append(dst)
+            summary.audio_seconds += float(info["seconds"])
+    summary.wall_seconds = time.perf_counter() - started
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m audiodiag.enhance``; returns the exit status."""
+    try:
+        args = parse_cli(
+            argv, {"model", "input", "output", "device", "block_seconds", "threads"}, USAGE,
+            required=("model", "input", "output"),
+        )
+        if args is None:
+            return 0
+        if "threads" in args:
+            torch.set_num_threads(int(parse_float("threads", args["threads"], 0)))
+        device = resolve_device(args.get("device"))
+        block = parse_float("block_seconds", args.get("block_seconds", "10"), 0.0)
+        enhancer = load_enhancer(args["model"], device)
+        from tqdm import tqdm
+
+        summary = enhance_paths(
+            enhancer, args["input"], args["output"], block,
+            warn=lambda message: tqdm.write(f"warning: {message}", file=sys.stderr),
+        )
+    except (CliError, ModelLoadError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(summary.line())
+    for path, reason in summary.skipped.items():
+        print(f"  skipped {path}: {reason}")
+    return 0 if summary.written or not summary.skipped else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

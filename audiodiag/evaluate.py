@@ -1,0 +1,310 @@
+"""Score an enhancer on test mixtures or on a folder pair: ``python -m audiodiag.evaluate``.
+
+::
+
+    python -m audiodiag.evaluate model=model.pt                      # demo test mixtures
+    python -m audiodiag.evaluate model=best.ckpt data=librispeech data.test_mixtures=256
+    python -m audiodiag.evaluate model=wiener --json wiener.json
+    python -m audiodiag.evaluate model=model.pt noisy_dir=noisy/ clean_dir=clean/
+
+With a data config (default ``data=demo``), the fixed test mixtures of that config's DataModule
+are scored (Hydra composes ``audiodiag/conf/train.yaml``; ``data.*``, ``noise``, ``noise.*``,
+``sample_rate`` and ``seed`` overrides pass through). With ``noisy_dir``/``clean_dir``, every
+audio file under ``noisy_dir`` is paired with the file of the same relative path (any audio
+extension) under ``clean_dir``; the noise type is the first sub-folder name (``all`` when flat)
+and the SNR is measured from the pair.
+
+Prints Markdown tables (SI-SDR, SI-SDR improvement, PESQ-WB, STOI; overall, by noise type, by
+SNR bucket; the noisy input as a row) and the real-time factor of the model. SI-SDR is computed on
+zero-mean signals, as in training. ``json=PATH`` (or ``--json PATH``) writes the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from audiodiag.inference import (
+    CliError,
+    Enhancer,
+    ModelLoadError,
+    enhance_waveform,
+    load_enhancer,
+    parse_bool,
+    parse_cli,
+    parse_float,
+    resolve_device,
+)
+
+__all__ = ["Clip", "evaluate_clips", "folder_clips", "datamodule_clips", "main"]
+
+USAGE = """usage: python -m audiodiag.evaluate model=MODEL [data=demo | noisy_dir=DIR clean_dir=DIR]
+
+Score a model on the fixed test mixtures of a data config, or on noisy/clean folder pairs.
+
+  model=MODEL          exported TorchScript file, training checkpoint (.ckpt) or 'wiener'
+  data=NAME            data config (audiodiag/conf/data: demo, librispeech, ...; default demo);
+                       data.KEY=VALUE, noise=NAME, noise.KEY=VALUE, sample_rate=, seed= pass on
+  noisy_dir=DIR        folder of noisy files (recursive) ...
+  clean_dir=DIR        ... and their clean references at the same relative paths
+  reference=wiener     also score the Wiener reference on the same clips (default: none)
+  pesq_stoi=true       PESQ-WB and STOI (needs pesq and pystoi; default true)
+  limit=N              score only the first N clips
+  device=cpu|cuda      where the model runs (default cpu)
+  threads=N            torch CPU threads (default 1, so the real-time factor is per core)
+  json=PATH            also write the results as JSON (also --json PATH)
+"""
+
+#: A test clip: noisy and clean (time,) at ``rate``, with its labels.
+Clip = dict[str, Any]
+
+
+def datamodule_clips(overrides: Sequence[str], limit: int | None = None) -> Iterator[Clip]:
+    """The fixed test mixtures of the data config composed from ``overrides``.
+
+    Each clip is cut to its true length (the batch ``length``), so padding is never scored.
+    """
+    import hydra
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from audiodiag.paths import CONF_DIR
+
+    overrides = list(overrides)
+    if not any(o.split("=", 1)[0].lstrip("+") == "data.num_workers" for o in overrides):
+        overrides.append("data.num_workers=0")  # one pass over a fixed set: no worker start-up
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=overrides)
+    except Exception as error:  # noqa: BLE001 - Hydra raises several kinds for bad overrides
+        raise CliError(f"cannot compose the data config from {overrides}: {error}") from error
+    finally:
+        GlobalHydra.instance().clear()
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("test")
+    rate = int(datamodule.sample_rate)
+    count = 0
+    for batch in datamodule.test_dataloader():
+        for i in range(batch["noisy"].shape[0]):
+            if limit is not None and count >= limit:
+                return
+            n = int(batch["length"][i])
+            yield {
+                "noisy": batch["noisy"][i, :n].float(),
+                "clean": batch["clean"][i, :n].float(),
+                "rate": rate,
+                "snr_db": float(batch["snr_db"][i]),
+                "noise_type": str(batch["noise_type"][i]),
+                "source_id": str(batch["source_id"][i]),
+            }
+            count += 1
+
+
+def _measured_snr_db(noisy: torch.Tensor, clean: torch.Tensor) -> float:
+    noise = (noisy - clean).double().pow(2).sum()
+    signal = clean.double().pow(2).sum()
+    if float(noise) == 0.0:
+        return math.inf if float(signal) > 0 else math.nan
+    return float(10.0 * torch.log10(signal.clamp_min(1e-20) / noise))
+
+
+def folder_clips(
+    noisy_dir: str | Path, clean_dir: str | Path, sample_rate: int, limit: int | None = None,
+    skipped: dict[str, str] | None = None,
+) -> Iterator[Clip]:
+    """Pairs ``noisy_dir/REL`` with ``clean_dir/REL`` (same stem, any audio extension).
+
+    Files without a clean partner, or that cannot be decoded, go to ``skipped`` (path -> reason).
+    """
+    from audiodiag.audio import AUDIO_EXTENSIONS, AudioDecodeError, is_audio_file, load_mono
+
+    noisy_root, clean_root = Path(noisy_dir), Path(clean_dir)
+    for key, root in (("noisy_dir", noisy_root), ("clean_dir", clean_root)):
+        if not root.is_dir():
+            raise CliError(f"{key}={root} is not a folder")
+    skipped = {} if skipped is None else skipped
+    files = sorted(p for p in noisy_root.rglob("*") if p.is_file() and is_audio_file(p))
+    if not files:
+        raise CliError(f"noisy_dir={noisy_root} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+    count = 0
+    for noisy_path in files:
+        if limit is not None and count >= limit:
+            return
+        rel = noisy_path.relative_to(noisy_root)
+        candidates = [clean_root / rel] + [
+            (clean_root / rel).with_suffix(ext) for ext in AUDIO_EXTENSIONS
+        ]
+        clean_path = next((c for c in candidates if c.is_file()), None)
+        if clean_path is None:
+            skipped[str(noisy_path)] = f"no clean file {clean_root / rel} (any of {AUDIO_EXTENSIONS})"
+            continue
+        try:
+            noisy = load_mono(noisy_path, sample_rate)
+            clean = load_mono(clean_path, sample_rate)
+        except AudioDecodeError as error:
+            skipped[str(error.path)] = error.reason
+            continue
+        n = min(noisy.shape[-1], clean.shape[-1])
+        noisy, clean = noisy[:n], clean[:n]
+        yield {
+            "noisy": noisy,
+            "clean": clean,
+            "rate": sample_rate,
+            "snr_db": _measured_snr_db(noisy, clean),
+            "noise_type": rel.parts[0] if len(rel.parts) > 1 else "all",
+            "source_id": rel.as_posix(),
+        }
+        count += 1
+
+
+def evaluate_clips(
+    enhancer: Enhancer,
+    clips: Iterable[Clip],
+    pesq_stoi: bool = True,
+    reference: Enhancer | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score ``enhancer`` (and ``reference``) on ``clips``; returns the report dict.
+
+    ``{"records": [...], "summary": summarize_test_records(...), "rtf": model seconds per audio
+    second, "audio_seconds", "model_seconds", "pesq_stoi": bool, "note": str}``.
+    """
+    from tqdm import tqdm
+
+    from audiodiag.module import (
+        _pesq_stoi_available,
+        _pesq_wb,
+        _per_clip_si_sdr,
+        _stoi,
+        silent_mask,
+        summarize_test_records,
+    )
+
+    note = ""
+    if pesq_stoi:
+        pesq_stoi, note = _pesq_stoi_available()
+    records: list[dict[str, Any]] = []
+    model_seconds = 0.0
+    audio_seconds = 0.0
+    for clip in tqdm(clips, desc="evaluate", unit="clip", disable=not progress):
+        noisy, clean, rate = clip["noisy"], clip["clean"], int(clip["rate"])
+        started = time.perf_counter()
+        enhanced = enhance_waveform(enhancer, noisy.unsqueeze(0), rate)[0]
+        model_seconds += time.perf_counter() - started
+        audio_seconds += noisy.shape[-1] / rate
+        if not bool(torch.isfinite(enhanced).all()):
+            raise RuntimeError(f"{enhancer.name} produced NaN/inf on clip {clip['source_id']}")
+        systems = {"noisy": noisy, "model": enhanced}
+        if reference is not None:
+            systems["reference"] = enhance_waveform(reference, noisy.unsqueeze(0), rate)[0]
+        silent = bool(silent_mask(clean.unsqueeze(0))[0])
+        length = torch.tensor([clean.shape[-1]])
+        record: dict[str, Any] = {
+            "source_id": clip["source_id"],
+            "noise_type": clip["noise_type"],
+            "snr_db": clip["snr_db"],
+            "seconds": noisy.shape[-1] / rate,
+            "silent": silent,
+            "si_sdr": {
+                name: float(_per_clip_si_sdr(wav.unsqueeze(0), clean.unsqueeze(0), length)[0])
+                for name, wav in systems.items()
+            },
+        }
+        if pesq_stoi and not silent:
+            clean_np = clean.numpy()
+            record["pesq"] = {k: _pesq_wb(clean_np, v.numpy(), rate) for k, v in systems.items()}
+            record["stoi"] = {k: _stoi(clean_np, v.numpy(), rate) for k, v in systems.items()}
+        records.append(record)
+    if not records:
+        raise CliError("no clips to score")
+    return {
+        "model": enhancer.name,
+        "records": records,
+        "summary": summarize_test_records(records),
+        "audio_seconds": audio_seconds,
+        "model_seconds": model_seconds,
+        "rtf": model_seconds / audio_seconds if audio_seconds else math.nan,
+        "threads": torch.get_num_threads(),
+        "pesq_stoi": bool(pesq_stoi),
+        "note": note,
+    }
+
+
+def markdown_report(report: dict[str, Any], source: str) -> str:
+    """The Markdown printed by the command: metric tables plus the real-time factor."""
+    from audiodiag.module import markdown_test_report
+
+    names = {"model": Path(report["model"]).name if report["model"] != "wiener" else "wiener"}
+    text = [f"## {names['model']} on {source}", "", markdown_test_report(report["summary"], names)]
+    text.append(
+        f"Real-time factor: {report['rtf']:.4f} ({report['model_seconds']:.2f} s for "
+        f"{report['audio_seconds']:.1f} s of audio, {report['threads']} thread(s), clip by clip)"
+    )
+    if report.get("note"):
+        text.append(f"\n{report['note']}")
+    return "\n".join(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m audiodiag.evaluate``; returns the exit status."""
+    passthrough = ("data", "noise", "sample_rate", "seed")
+    try:
+        args = parse_cli(
+            argv,
+            {"model", "noisy_dir", "clean_dir", "reference", "pesq_stoi", "limit", "device",
+             "threads", "json", *passthrough},
+            USAGE, required=("model",), prefixes=("data.", "noise."),
+        )
+        if args is None:
+            return 0
+        torch.set_num_threads(int(parse_float("threads", args.get("threads", "1"), 0)))
+        device = resolve_device(args.get("device"))
+        limit = int(parse_float("limit", args["limit"], 0)) if "limit" in args else None
+        pesq_stoi = parse_bool("pesq_stoi", args.get("pesq_stoi", "true"))
+        enhancer = load_enhancer(args["model"], device)
+        reference_name = args.get("reference", "none").lower()
+        if reference_name not in ("none", "wiener"):
+            raise CliError(f"reference={reference_name!r} is unknown; accepted: none, wiener")
+        reference = load_enhancer("wiener") if reference_name == "wiener" else None
+        skipped: dict[str, str] = {}
+        if "noisy_dir" in args or "clean_dir" in args:
+            if not args.get("noisy_dir") or not args.get("clean_dir"):
+                raise CliError("give both noisy_dir=DIR and clean_dir=DIR")
+            clips: Iterable[Clip] = folder_clips(
+                args["noisy_dir"], args["clean_dir"], enhancer.sample_rate, limit, skipped
+            )
+            source = f"{args['noisy_dir']} vs {args['clean_dir']}"
+        else:
+            overrides = [f"{k}={v}" for k, v in args.items() if k in passthrough or
+                         k.startswith(("data.", "noise."))]
+            if "data" not in args:
+                overrides.insert(0, "data=demo")
+            clips = datamodule_clips(overrides, limit)
+            source = f"the test mixtures of data={args.get('data', 'demo')}"
+        report = evaluate_clips(enhancer, clips, pesq_stoi, reference)
+    except (CliError, ModelLoadError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = markdown_report(report, source)
+    print(text)
+    for path, reason in skipped.items():
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if args.get("json"):
+        report["markdown"] = text
+        report["skipped"] = skipped
+        Path(args["json"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(args["json"]).write_text(json.dumps(report, indent=2, default=str))
+        print(f"wrote {args['json']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

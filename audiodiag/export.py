@@ -1,0 +1,499 @@
+"""Export a trained enhancer to a self-contained file: ``python -m audiodiag.export``.
+
+::
+
+    python -m audiodiag.export ckpt=outputs/train/runs/X/checkpoints/best.ckpt out=model.pt
+    python -m audiodiag.export ckpt=best.ckpt out=model.pt onnx=model_gains.onnx
+
+``out`` is a TorchScript file: ``torch.jit.load(out)`` needs only PyTorch (no audiodiag,
+Lightning or Hydra) and maps a waveform ``(time,)`` or ``(batch, time)`` at ``m.sample_rate`` to
+the enhanced waveform of the same shape, for any length (also shorter than one STFT frame). Its
+``audiodiag.json`` extra file (and the ``metadata_json`` attribute) holds the sample rate, the
+network's arguments, the training config and the metrics of the run. A causal model also carries
+a stateful block API (``stream_init`` / ``stream_process`` / ``stream_flush``) whose output equals
+whole-file processing; :mod:`audiodiag.inference` uses it for long files and streaming.
+
+How: ``convert(net, "elementwise")`` (the layer family's cost floor; ``diag`` for a banded net)
+is wrapped in :class:`ExportedEnhancer` and compiled with ``torch.jit.script``, which keeps the
+length dynamic (also below one frame) and the block API. Every export is checked against the eager
+model on three input lengths and block by block (max abs difference <= 1e-4), then written,
+reloaded and checked again; a file that fails is never left behind.
+
+ONNX (``onnx=PATH``): the whole waveform model does not convert (the noise-floor track uses
+``torch.cummin``, which has no ONNX operator), so the ONNX file holds the gain network, exported
+with the dynamo exporter (opset 18) with dynamic batch and frame axes: input ``features``
+``(batch, frames, 2, bins)``, output ``gains`` ``(batch, bins, frames)``. The transform around it
+(:mod:`audiodiag.features`): causal-framed STFT (``n_fft - hop`` zeros before the signal,
+periodic Hann window, ``center=False``), per-bin features ``0.2 * (log(|X|^2 + eps) - running
+mean of log power)`` and ``0.2 * (log(|X|^2 + eps) - noise floor)``, then ``gains * X`` and a
+weighted overlap-add inverse (:func:`onnx_chain_enhance` runs exactly that). The ONNX file's
+``metadata_props`` hold the same JSON as the TorchScript file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "ExportError",
+    "ExportedEnhancer",
+    "GainNetworkOnFeatures",
+    "check_export",
+    "export_checkpoint",
+    "export_onnx",
+    "export_torchscript",
+    "main",
+]
+
+#: Largest accepted difference between the exported and the eager model.
+TOLERANCE = 1e-4
+#: Name of the JSON metadata entry stored beside the TorchScript code.
+METADATA_FILE = "audiodiag.json"
+FORMAT_VERSION = 1
+
+
+class ExportError(RuntimeError):
+    """An export that could not be built or that does not match the eager model."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The exported module: the converted GainNet plus a functional block-processing API
+# ---------------------------------------------------------------------------------------------
+class ExportedEnhancer(nn.Module):
+    """What the TorchScript file holds: ``forward`` is the (converted) GainNet itself; the
+    ``stream_*`` methods run a causal net block by block with explicit state.
+
+    The block API is the recursion of :class:`audiodiag.streaming.StreamingEnhancer`
+    (``process_ready`` + ``flush``) written as pure functions of a ``List[Tensor]`` state, which
+    is what TorchScript can compile: state = net state (:meth:`GainNet.initial_state`), samples
+    not yet framed, overlap-add tail, counters ``[samples in, frames done, samples out]``.
+    """
+
+    def __init__(self, net: nn.Module, metadata_json: str = "{}") -> None:
+        super().__init__()
+        self.net = net
+        self.sample_rate = int(net.sample_rate)
+        self.n_fft = int(net.n_fft)
+        self.hop_length = int(net.hop_length)
+        self.left_pad = self.n_fft - self.hop_length
+        self.causal = bool(net.causal)
+        self.latency_samples = int(net.latency_samples())
+        self.net_state_size = len(net.initial_state(1, torch.zeros(1))) if self.causal else 0
+        self.metadata_json = metadata_json
+        # Carries the device and dtype for new state tensors (moves with .to()).
+        self.register_buffer("probe", torch.zeros(1))
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        """Enhance a waveform (time,) or (batch, time) at ``sample_rate``; same shape out."""
+        return self.net(waveform)
+
+    @torch.jit.export
+    def stream_init(self, batch: int) -> list[Tensor]:
+        """A fresh state for ``batch`` channels (causal models only)."""
+        if not self.causal:
+            raise RuntimeError("block processing needs a causal model (causal=True)")
+        like = self.probe.new_zeros(batch, 1)
+        state = self.net.initial_state(batch, like)
+        state.append(self.probe.new_zeros(batch, self.left_pad))
+        state.append(self.probe.new_zeros(batch, self.left_pad))
+        state.append(torch.zeros(3, dtype=torch.long))
+        return state
+
+    def _consume(self, samples: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """Append input (B, n); run every complete frame; return (newly final output, state)."""
+        size = self.net_state_size
+        pending = torch.cat([state[size], samples.to(self.probe.dtype)], dim=1)
+        tail = state[size + 1]
+        counters = state[size + 2].clone()
+        counters[0] = int(counters[0]) + samples.shape[1]
+        available = pending.shape[1]
+        if available < self.n_fft:
+            return pending.new_zeros(pending.shape[0], 0), state[:size] + [pending, tail, counters]
+        hop = self.hop_length
+        count = (available - self.n_fft) // hop + 1
+        used = (count - 1) * hop + self.n_fft
+        spec = self.net.stft.frames_to_spec(pending[:, :used])
+        gains, net_state = self.net.gains_chunk(spec, state[:size])
+        summed = self.net.stft.overlap_add(self.net.stft.synthesis_frames(spec * gains))
+        summed = torch.cat([summed[:, : self.left_pad] + tail, summed[:, self.left_pad :]], dim=1)
+        start = int(counters[1]) * hop
+        final = summed[:, : count * hop] / self.net.stft.envelope_for(start, count * hop)
+        final = final[:, max(0, self.left_pad - start) :]
+        counters[1] = int(counters[1]) + count
+        counters[2] = int(counters[2]) + final.shape[1]
+        new_state = net_state + [pending[:, count * hop :], summed[:, count * hop :], counters]
+        return final, new_state
+
+    @torch.jit.export
+    def stream_process(self, block: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """Feed a block (B, n) of any length; returns (every output sample that became final,
+        new state). Concatenated outputs plus :meth:`stream_flush` equal ``forward``."""
+        return self._consume(block, state)
+
+    @torch.jit.export
+    def stream_flush(self, state: list[Tensor]) -> Tensor:
+        """End of input: run the last frames (zero padded like ``forward``), return the rest."""
+        size = self.net_state_size
+        counters = state[size + 2]
+        received = int(counters[0])
+        if received == 0:
+            return state[size].new_zeros(state[size].shape[0], 0)
+        hop = self.hop_length
+        frames = (self.left_pad + received + hop - 1) // hop
+        missing = (frames - 1) * hop + self.n_fft - (self.left_pad + received)
+        zeros = state[size].new_zeros(state[size].shape[0], missing)
+        final, new_state = self._consume(zeros, state)
+        emitted = int(counters[2])
+        return final[:, : max(0, received - emitted)]
+
+
+class GainNetworkOnFeatures(nn.Module):
+    """``features (B, N, 2, F) -> gains (B, F, N)``: the part of GainNet that ONNX takes.
+
+    Whole-clip processing: zero history before the first frame (causal) or the centred context
+    of a non-causal net, as in :meth:`GainNet.gains_from_spec`.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Gains for whole-clip features."""
+        h = features
+        for block in self.net.blocks:
+            padded = F.pad(h, (0, 0, 0, 0, self.net.left_context, self.net.right_context))
+            h = block(h, padded)
+        return self.net._head(h)
+
+
+def net_features(net: nn.Module, spec: Tensor) -> Tensor:
+    """The features the ONNX gain network takes, for a spectrogram from ``net.stft.analysis``."""
+    if net.causal:
+        features, _ = net.features.causal_chunk(
+            spec, net.features.initial_state(spec.shape[0], net.num_bins, spec.real)
+        )
+        return features
+    return net.features(spec)
+
+
+def onnx_chain_enhance(net: nn.Module, session: Any, waveform: Tensor) -> Tensor:
+    """Enhance (B, T) with the documented torch transform around an onnxruntime gain network."""
+    length = waveform.shape[-1]
+    if length == 0:
+        return waveform.clone()
+    spec = net.stft.analysis(waveform)
+    (gains,) = session.run(["gains"], {"features": net_features(net, spec).numpy()})
+    return net.stft.synthesis(spec * torch.from_numpy(gains), length)
+
+
+def _max_diff(a: Tensor, b: Tensor) -> float:
+    if a.shape != b.shape:
+        return math.inf
+    if a.numel() == 0:
+        return 0.0
+    return float((a.double() - b.double()).abs().max())
+
+
+def check_lengths(sample_rate: int, n_fft: int) -> tuple[int, int, int]:
+    """Input lengths every export is checked on: ~1.3 s, ~0.47 s (odd), and < one frame."""
+    return (int(1.3 * sample_rate) + 17, int(0.47 * sample_rate) + 3, max(1, n_fft // 3))
+
+
+@torch.no_grad()
+def check_export(
+    exported: Any, eager: nn.Module, sample_rate: int, n_fft: int, *, causal: bool,
+    tolerance: float = TOLERANCE, label: str = "export",
+) -> dict[str, float]:
+    """Compare ``exported`` with ``eager`` on fixed random inputs; raise :class:`ExportError`.
+
+    Checks whole-input outputs on several lengths (also shorter than one frame) and, for a causal
+    model, block-by-block processing with uneven blocks against the eager whole-input output.
+    """
+    generator = torch.Generator().manual_seed(1234)
+    diffs: dict[str, float] = {}
+    for length in check_lengths(sample_rate, n_fft):
+        x = 0.1 * torch.randn(2, length, generator=generator)
+        x[1] *= 0.01  # a quiet second channel: features must stay level invariant and finite
+        expected = eager(x)
+        got = exported(x)
+        diffs[f"len{length}"] = _max_diff(got, expected)
+    if causal and hasattr(exported, "stream_process"):
+        length = check_lengths(sample_rate, n_fft)[1]
+        x = 0.1 * torch.randn(2, length, generator=generator)
+        expected = eager(x)
+        state = exported.stream_init(2)
+        pieces = []
+        start = 0
+        sizes = [n_fft // 2 + 5, 1, 3 * n_fft + 7, sample_rate // 50]
+        index = 0
+        while start < length:
+            size = sizes[index % len(sizes)]
+            out, state = exported.stream_process(x[:, start : start + size], state)
+            pieces.append(out)
+            start += size
+            index += 1
+        pieces.append(exported.stream_flush(state))
+        diffs["stream"] = _max_diff(torch.cat(pieces, dim=1), expected)
+    worst = max(diffs.values())
+    if not worst <= tolerance:
+        detail = ", ".join(f"{k}: {v:.3g}" for k, v in diffs.items())
+        raise ExportError(
+            f"{label} differs from the eager model by {worst:.3g} > {tolerance:g} ({detail}); "
+            "refusing to write it"
+        )
+    return diffs
+
+
+def _check_gainnet(net: nn.Module) -> None:
+    from audiodiag.model import GainNet
+
+    if not isinstance(net, GainNet):
+        raise ExportError(
+            f"only GainNet models export (got {type(net).__name__}); model=wiener needs no export, "
+            "use it directly: python -m audiodiag.enhance model=wiener ..."
+        )
+
+
+#: Exportable form for a banded net (``elementwise`` has no off-diagonals): dense with its mask.
+BANDED_EXPORT_LAYER = "diag"
+
+
+def exportable_net(net: nn.Module) -> nn.Module:
+    """A float32 eval-mode copy of ``net`` in its fastest exportable layer form.
+
+    ``convert(net, "elementwise")`` (the cost floor of the layer family) when the layers have no
+    off-diagonals, else ``convert(net, "diag")``; the shared state_dict layout keeps the outputs.
+    """
+    from audiodiag.layers import convert
+
+    _check_gainnet(net)
+    net = net.float().eval()
+    form = "elementwise" if int(net.bandwidth) == 0 else BANDED_EXPORT_LAYER
+    return convert(net, form).eval()
+
+
+def export_torchscript(
+    net: nn.Module, path: str | Path, metadata: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Script ``net`` (a GainNet) to ``path`` with ``metadata`` as JSON; checked before writing.
+
+    Returns ``{"path", "bytes", "max_abs_diff": {...}}``; raises :class:`ExportError` when the
+    scripted model differs from ``net`` by more than :data:`TOLERANCE`.
+    """
+    path = Path(path)
+    eager = net.float().eval()
+    converted = exportable_net(net)
+    meta = dict(metadata or {})
+    meta.setdefault("sample_rate", int(converted.sample_rate))
+    meta.update(
+        format="audiodiag-torchscript", format_version=FORMAT_VERSION,
+        causal=bool(converted.causal), latency_samples=int(converted.latency_samples()),
+        streaming=bool(converted.causal), n_fft=int(converted.n_fft),
+        hop_length=int(converted.hop_length), exported_layer=converted.layer,
+        torch_version=torch.__version__,
+    )
+    text = json.dumps(meta, sort_keys=True, default=str)
+    wrapper = ExportedEnhancer(converted, text).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still works
+        try:
+            scripted = torch.jit.script(wrapper)
+        except Exception as error:  # noqa: BLE001 - the compiler raises many kinds
+            raise ExportError(f"TorchScript compilation failed: {error}") from error
+    rate, n_fft, causal = wrapper.sample_rate, wrapper.n_fft, wrapper.causal
+    diffs = check_export(scripted, eager, rate, n_fft, causal=causal, label="TorchScript export")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: text})
+        # Reload what was written, so a file that cannot be read back is never left behind.
+        reloaded = torch.jit.load(str(tmp))
+    try:
+        check_export(reloaded, eager, rate, n_fft, causal=False, label="reloaded TorchScript file")
+    except ExportError:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
+    return {"path": str(path), "bytes": path.stat().st_size, "max_abs_diff": diffs}
+
+
+def export_onnx(
+    net: nn.Module, path: str | Path, metadata: Mapping[str, Any] | None = None, opset: int = 18
+) -> dict[str, Any]:
+    """Export the gain network (features -> gains) to ONNX and check it with onnxruntime.
+
+    The whole waveform model does not convert: the noise-floor track uses ``torch.cummin``,
+    which has no ONNX operator (the STFT itself would export with opset 18).
+    """
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError as error:
+        raise ExportError(
+            f"ONNX export needs onnx, onnxscript and onnxruntime ({error}); "
+            "pip install 'audiodiag[export]'"
+        ) from error
+    path = Path(path)
+    eager = net.float().eval()
+    converted = exportable_net(net)
+    core = GainNetworkOnFeatures(converted).eval()
+    generator = torch.Generator().manual_seed(7)
+    lengths = check_lengths(int(converted.sample_rate), int(converted.n_fft))
+    with torch.no_grad():
+        example_spec = converted.stft.analysis(0.1 * torch.randn(1, lengths[0], generator=generator))
+        example = net_features(converted, example_spec)
+    frames = torch.export.Dim("frames", min=1, max=10_000_000)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)  # "torchvision is not installed" notes are noise here
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                core, (example,), dynamo=True, opset_version=opset,
+                input_names=["features"], output_names=["gains"],
+                dynamic_shapes={"features": {0: batch, 1: frames}}, verbose=False,
+            )
+        except Exception as error:  # noqa: BLE001
+            raise ExportError(f"ONNX export failed: {error}") from error
+        finally:
+            onnx_log.setLevel(level)
+    if program is None:
+        raise ExportError("ONNX export returned no program")
+    model = program.model_proto
+    text = json.dumps(
+        {
+            **dict(metadata or {}),
+            "format": "audiodiag-onnx-gains",
+            "input": "features (batch, frames, 2, bins)",
+            "output": "gains (batch, bins, frames)",
+            "n_fft": int(converted.n_fft),
+            "hop_length": int(converted.hop_length),
+            "sample_rate": int(converted.sample_rate),
+            "causal": bool(converted.causal),
+        },
+        sort_keys=True, default=str,
+    )
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_FILE, text
+    onnx.save(model, str(path))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    diffs: dict[str, float] = {}
+    with torch.no_grad():
+        for length in lengths:
+            x = 0.1 * torch.randn(2, length, generator=generator)
+            feats = net_features(converted, converted.stft.analysis(x))
+            (got,) = session.run(["gains"], {"features": feats.numpy()})
+            diffs[f"gains_len{length}"] = _max_diff(torch.from_numpy(got), core(feats))
+            # The whole chain (torch transform around the ONNX gains) against the eager model.
+            chain = onnx_chain_enhance(converted, session, x)
+            diffs[f"chain_len{length}"] = _max_diff(chain, eager(x))
+    worst = max(diffs.values())
+    if not worst <= TOLERANCE:
+        path.unlink(missing_ok=True)
+        raise ExportError(
+            f"ONNX gain network differs from the eager one by {worst:.3g} > {TOLERANCE:g}; "
+            f"removed {path}"
+        )
+    return {"path": str(path), "bytes": path.stat().st_size, "max_abs_diff": diffs}
+
+
+def _run_metadata(ckpt_path: Path, checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """Training config and metrics of the run that wrote ``ckpt_path`` (what can be found)."""
+    meta: dict[str, Any] = {
+        "source_checkpoint": str(ckpt_path),
+        "hyper_parameters": checkpoint.get("hyper_parameters", {}),
+        "epoch": checkpoint.get("epoch"),
+        "global_step": checkpoint.get("global_step"),
+    }
+    metrics: dict[str, Any] = {}
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if "ModelCheckpoint" in str(key) and isinstance(state, Mapping):
+            score = state.get("best_model_score")
+            if score is not None:
+                metrics["best_model_score"] = float(score)
+                metrics["monitor"] = str(state.get("monitor"))
+    run_dir = ckpt_path.resolve().parent.parent
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.is_file():
+        try:
+            metrics["run"] = json.loads(metrics_file.read_text())
+        except (OSError, ValueError):
+            pass
+    config_file = run_dir / "resolved_config.yaml"
+    if config_file.is_file():
+        meta["training_config_yaml"] = config_file.read_text()
+    meta["metrics"] = metrics
+    return meta
+
+
+def export_checkpoint(
+    ckpt: str | Path, out: str | Path, onnx_path: str | Path | None = None
+) -> dict[str, Any]:
+    """Load a Lightning checkpoint (weights only), write the TorchScript file (and ONNX)."""
+    from audiodiag.inference import load_checkpoint
+
+    ckpt = Path(ckpt)
+    net, checkpoint = load_checkpoint(ckpt)
+    meta = _run_metadata(ckpt, checkpoint)
+    result: dict[str, Any] = {"torchscript": export_torchscript(net, out, meta)}
+    if onnx_path is not None:
+        result["onnx"] = export_onnx(net, onnx_path, meta)
+    return result
+
+
+USAGE = """usage: python -m audiodiag.export ckpt=PATH out=PATH [onnx=PATH]
+
+Write a self-contained TorchScript file (loads with torch.jit.load, no audiodiag needed) from a
+training checkpoint, after checking it against the eager model (max abs diff <= 1e-4).
+
+  ckpt=PATH   Lightning checkpoint written by python -m audiodiag.train (loaded weights-only)
+  out=PATH    TorchScript file to write (e.g. model.pt)
+  onnx=PATH   also write the gain network (features -> gains) as ONNX, checked with onnxruntime
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m audiodiag.export``."""
+    from audiodiag.inference import CliError, ModelLoadError, parse_cli
+
+    try:
+        args = parse_cli(argv, {"ckpt", "out", "onnx"}, USAGE, required=("ckpt", "out"))
+        if args is None:
+            return 0
+        torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+        started = time.perf_counter()
+        result = export_checkpoint(args["ckpt"], args["out"], args.get("onnx"))
+    except (CliError, ModelLoadError, ExportError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for kind, info in result.items():
+        worst = max(info["max_abs_diff"].values())
+        print(
+            f"{kind}: wrote {info['path']} ({info['bytes'] / 1024:.1f} KiB), "
+            f"max abs diff vs eager {worst:.2e}"
+        )
+    print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,376 @@
+"""GainNet: a waveform-to-waveform speech enhancer that learns one gain per time-frequency bin
+from that bin's own recent history, using only diagonal (per-frequency-bin) layers.
+
+::
+
+    waveform ─STFT─> X (B, F, N) ─> per-bin features (B, N, 2, F)
+        ─> depth x [ h_j <- act( sum_{i<C_in, k<context} D_{j,i,k}(h_i[t - k]) ) (+ h_j) ]
+        ─> z = sum_j D_j(h_j) ─> gain = floor + (1 - floor) * sigmoid(z)   (B, F, N)
+        ─> gain * X ─iSTFT─> enhanced waveform (same length as the input)
+
+Every ``D`` is one diagonal layer from :mod:`audiodiag.layers` acting on the frequency axis, so
+the gain of bin ``f`` depends on bin ``f`` only (neighbours too when ``bandwidth > 0``). The
+``channels`` hidden signals per bin are separate tensors combined by sums of diagonal layers, i.e.
+a per-bin temporal convolution with untied weights across bins, never a dense layer over bins.
+
+In causal mode (the default) everything is causal and frame-recursive: analysis frames end at
+the current hop, features use running statistics, and the temporal context looks back only.
+:meth:`GainNet.gains_chunk` exposes that recursion with an explicit state; the offline forward
+is the same function called once, which is what lets :mod:`audiodiag.streaming` reproduce it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from audiodiag.features import PerBinFeatures, StftFrontEnd, num_frames
+from audiodiag.layers import IMPLEMENTATIONS, make_diagonal
+
+__all__ = ["GainNet", "ACTIVATIONS"]
+
+ACTIVATIONS = {"tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "relu": nn.ReLU}
+
+
+def _set_diagonal(layer: nn.Module, weight: Tensor, bias: Tensor) -> None:
+    """Load a main-diagonal weight vector and a bias into any layer of the family.
+
+    Goes through the shared state_dict layout (``weight`` (F,) or bands (2k+1, F) with the main
+    diagonal in the middle row; ``bias`` (F,)), so it works for every implementation.
+    """
+    state = layer.state_dict()
+    current = state["weight"]
+    if current.dim() == 1:
+        new_weight = weight.to(current)
+    else:
+        new_weight = torch.zeros_like(current)
+        new_weight[current.shape[0] // 2] = weight.to(current)
+    update = {"weight": new_weight}
+    if "bias" in state:
+        update["bias"] = bias.to(state["bias"])
+    layer.load_state_dict(update, strict=False)
+
+
+class DiagonalBlock(nn.Module):
+    """One block: ``out_j = act(sum_{i, k} D_{j,i,k}(h_i[t - k]))`` (+ ``h_j`` when residual).
+
+    ``layers[j * in_channels * context + i * context + k]`` is ``D_{j,i,k}``, a diagonal layer on
+    the frequency axis. Input ``h`` is (B, n, in_channels, F); ``padded`` is ``h`` with
+    ``context - 1`` frames around it in time (history or zero padding).
+    """
+
+    def __init__(
+        self,
+        make_layer: Callable[[], nn.Module],
+        in_channels: int,
+        out_channels: int,
+        context: int,
+        activation: nn.Module,
+        residual: bool,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.context = context
+        self.residual = residual and in_channels == out_channels
+        self.activation = activation
+        self.layers = nn.ModuleList(
+            make_layer() for _ in range(out_channels * in_channels * context)
+        )
+
+    def forward(self, h: Tensor, padded: Tensor) -> Tensor:
+        count = h.shape[1]
+        taps: list[Tensor] = []
+        for i in range(self.in_channels):
+            for k in range(self.context):
+                # Lag k reads k frames back; slices are views, no copies.
+                start = self.context - 1 - k
+                taps.append(padded[:, start : start + count, i])
+        per_output = self.in_channels * self.context
+        sums: list[Tensor] = []
+        for n, layer in enumerate(self.layers):
+            y = layer(taps[n % per_output])
+            if n % per_output == 0:
+                sums.append(y)
+            else:
+                sums[-1] = sums[-1] + y
+        outs: list[Tensor] = []
+        for j in range(self.out_channels):
+            out = self.activation(sums[j])
+            if self.residual:
+                out = out + h[:, :, j]
+            outs.append(out)
+        return torch.stack(outs, dim=2)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
+            f"context={self.context}, residual={self.residual}"
+        )
+
+
+class GainNet(nn.Module):
+    """Per-bin temporal gain network (see the module docstring).
+
+    Args:
+        layer: diagonal layer implementation, one of :data:`audiodiag.layers.IMPLEMENTATIONS`.
+        sample_rate: sample rate in Hz the model works at (stored; input is not resampled).
+        n_fft: FFT size; the network has ``n_fft // 2 + 1`` bins.
+        hop_length: STFT hop in samples.
+        window: analysis/synthesis window name (see :class:`StftFrontEnd`).
+        depth: number of blocks (>= 1).
+        context: frames of history each block mixes per bin (>= 1).
+        channels: hidden signals per bin (>= 1).
+        causal: causal framing, running-statistics features and look-back context (True), or
+            whole-clip features and centred context (False).
+        gain_floor_db: lowest gain in dB (< 0), e.g. -25.
+        bandwidth: off-diagonals of every diagonal layer (0: bins never mix).
+        activation: ``tanh``, ``gelu``, ``silu`` or ``relu``.
+        residual: add each block's input to its output when the channel counts match.
+        norm_window_s, floor_rise_db_per_s, smoothing_frames: feature settings,
+            see :class:`audiodiag.features.PerBinFeatures`.
+        initial_gain: gain of the untrained net (in (floor, 1)); near 1 passes audio through.
+        seed: seed of the weight initialisation (None: the global RNG).
+    """
+
+    # Python-only conveniences that TorchScript should not try to compile.
+    __jit_unused_properties__ = ["num_parameters", "num_diagonal_layers", "frame_rate"]
+
+
+    def __init__(
+        self,
+        layer: str = "elementwise",
+        sample_rate: int = 16000,
+        n_fft: int = 512,
+        hop_length: int = 128,
+        window: str = "hann",
+        depth: int = 3,
+        context: int = 2,
+        channels: int = 2,
+        causal: bool = True,
+        gain_floor_db: float = -25.0,
+        bandwidth: int = 0,
+        activation: str = "tanh",
+        residual: bool = True,
+        norm_window_s: float = 2.0,
+        floor_rise_db_per_s: float = 3.0,
+        smoothing_frames: int = 4,
+        initial_gain: float = 0.8,
+        seed: int | None = 0,
+    ) -> None:
+        super().__init__()
+        if layer not in IMPLEMENTATIONS:
+            raise ValueError(f"layer={layer!r} is not one of {', '.join(IMPLEMENTATIONS)}")
+        for name, value in (("depth", depth), ("context", context), ("channels", channels)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be an integer >= 1")
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate={sample_rate} must be > 0")
+        if not gain_floor_db < 0:
+            raise ValueError(f"gain_floor_db={gain_floor_db} must be < 0 (a gain below 1)")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is not one of {sorted(ACTIVATIONS)}")
+        if bandwidth < 0:
+            raise ValueError(f"bandwidth={bandwidth} must be >= 0")
+        gain_floor = 10.0 ** (gain_floor_db / 20.0)
+        if not gain_floor < initial_gain < 1.0:
+            raise ValueError(f"initial_gain={initial_gain} must lie in ({gain_floor:.4f}, 1)")
+
+        self.layer = layer
+        self.sample_rate = int(sample_rate)
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.depth = depth
+        self.context = context
+        self.channels = channels
+        self.causal = causal
+        self.gain_floor_db = float(gain_floor_db)
+        self.gain_floor = gain_floor
+        self.bandwidth = bandwidth
+
+        self.stft = StftFrontEnd(n_fft, hop_length, window)
+        self.num_bins = self.stft.num_bins
+        self.features = PerBinFeatures(
+            frame_rate=sample_rate / hop_length,
+            causal=causal,
+            norm_window_s=norm_window_s,
+            floor_rise_db_per_s=floor_rise_db_per_s,
+            smoothing_frames=smoothing_frames,
+            skip_frames=max(0, -(-n_fft // hop_length) - 1),
+        )
+        self.activation = ACTIVATIONS[activation]()
+        # Frames of look-back (causal) or look-back / look-ahead (centred) of each block.
+        self.left_context = context - 1 if causal else (context - 1) // 2
+        self.right_context = context - 1 - self.left_context
+
+        def diagonal() -> nn.Module:
+            return make_diagonal(layer, self.num_bins, bias=True, bandwidth=bandwidth)
+
+        in_channels = [PerBinFeatures.num_features] + [channels] * (depth - 1)
+        self.blocks = nn.ModuleList(
+            DiagonalBlock(diagonal, c_in, channels, context, self.activation, residual)
+            for c_in in in_channels
+        )
+        self.head = nn.ModuleList(diagonal() for _ in range(channels))
+        self.in_channels = in_channels
+        self._initialise(initial_gain, seed)
+
+    # ------------------------------------------------------------------ initialisation
+    def _initialise(self, initial_gain: float, seed: int | None) -> None:
+        generator = torch.Generator()
+        generator.manual_seed(torch.seed() if seed is None else seed)
+        bins = self.num_bins
+        with torch.no_grad():
+            for block in self._diagonal_blocks():
+                # Uniform like nn.Linear (fan-in = c_in * context), per bin and per path, so that
+                # channels differ from the start.
+                bound = 1.0 / math.sqrt(block.in_channels * self.context)
+                for layer in block.layers:
+                    weight = (torch.rand(bins, generator=generator) * 2 - 1) * bound
+                    _set_diagonal(layer, weight, torch.zeros(bins))
+            # Start near `initial_gain` everywhere: small head weights, bias at the logit.
+            target = (initial_gain - self.gain_floor) / (1.0 - self.gain_floor)
+            logit = math.log(target / (1.0 - target))
+            for layer in self.head:
+                weight = (torch.rand(bins, generator=generator) * 2 - 1) * 0.1
+                _set_diagonal(layer, weight, torch.full((bins,), logit / self.channels))
+
+    # ------------------------------------------------------------------ core recursion
+    def initial_state(self, batch: int, like: Tensor) -> list[Tensor]:
+        """State before the first frame for :meth:`gains_chunk` (causal mode only).
+
+        Feature state followed by one (B, context - 1, C_in, F) history per block.
+        """
+        state = self.features.initial_state(batch, self.num_bins, like)
+        for c_in in self.in_channels:
+            state.append(like.new_zeros(batch, self.context - 1, c_in, self.num_bins))
+        return state
+
+    def _head(self, h: Tensor) -> Tensor:
+        """(B, n, C, F) -> gains (B, F, n) in [floor, 1]."""
+        z = torch.zeros_like(h[:, :, 0])
+        for j, layer in enumerate(self.head):
+            z = z + layer(h[:, :, j])
+        gain = self.gain_floor + (1.0 - self.gain_floor) * torch.sigmoid(z)
+        return gain.transpose(1, 2)
+
+    def gains_chunk(self, spec: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """Causal gains for consecutive frames (B, F, n) continuing from ``state``.
+
+        Feeding a spectrogram chunk by chunk gives the same gains as one call on all of it;
+        returns (gains (B, F, n), new state).
+        """
+        if not self.causal:
+            raise RuntimeError("gains_chunk needs a causal GainNet (causal=True)")
+        features, feature_state = self.features.causal_chunk(spec, state[:4])
+        new_state = feature_state
+        h = features
+        for index, block in enumerate(self.blocks):
+            padded = torch.cat([state[4 + index], h], dim=1)
+            new_state.append(padded[:, padded.shape[1] - (self.context - 1) :])
+            h = block(h, padded)
+        return self._head(h), new_state
+
+    def gains_from_spec(self, spec: Tensor) -> Tensor:
+        """Gains (B, F, N) for a whole complex spectrogram (B, F, N)."""
+        batch = spec.shape[0]
+        if self.causal:
+            gains, _ = self.gains_chunk(spec, self.initial_state(batch, spec.real))
+            return gains
+        h = self.features(spec)
+        for block in self.blocks:
+            padded = torch.nn.functional.pad(h, (0, 0, 0, 0, self.left_context, self.right_context))
+            # Lag k reads padded[t + context-1-k]: with right padding the window is centred.
+            h = block(h, padded)
+        return self._head(h)
+
+    # ------------------------------------------------------------------ public API
+    def _as_batch(self, waveform: Tensor) -> Tensor:
+        if waveform.dim() == 1:
+            return waveform.unsqueeze(0)
+        if waveform.dim() == 2:
+            return waveform
+        raise ValueError(
+            "GainNet expects a waveform shaped (time,) or (batch, time), got "
+            + str(waveform.dim())
+            + " dimensions"
+        )
+
+    def gains(self, waveform: Tensor) -> Tensor:
+        """Gain map (B, freq, frames) in [floor, 1] for a waveform (B, T) or (T,)."""
+        batch = self._as_batch(waveform)
+        return self.gains_from_spec(self.stft.analysis(batch))
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        """Enhance a waveform (B, T) or (T,); returns the same shape."""
+        batch = self._as_batch(waveform)
+        length = batch.shape[-1]
+        if length == 0:
+            return waveform.clone()
+        spec = self.stft.analysis(batch)
+        enhanced = self.stft.synthesis(spec * self.gains_from_spec(spec), length)
+        return enhanced.reshape(waveform.shape)
+
+    # ------------------------------------------------------------------ cost
+    @property
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    @property
+    def num_diagonal_layers(self) -> int:
+        """Diagonal layers in the network (each costs about one multiply-add per bin and band)."""
+        return sum(len(block.layers) for block in self._diagonal_blocks()) + len(self.head)
+
+    def _diagonal_blocks(self) -> list[DiagonalBlock]:
+        return [block for block in self.blocks if isinstance(block, DiagonalBlock)]
+
+    @property
+    def frame_rate(self) -> float:
+        """STFT frames per second of audio."""
+        return self.sample_rate / self.hop_length
+
+    def macs_per_second(self) -> dict[str, float]:
+        """Analytic multiply-adds per second of audio, split into transforms and network.
+
+        ``transforms``: analysis window + real FFT, inverse real FFT + window, overlap-add,
+        counting a length-n real FFT as n*log2(n) multiply-adds. ``features``: about 12 per bin
+        and frame (power, log, two running means, floor track). ``network``: one per bin and band
+        for every diagonal layer, plus the accumulation, activation-free count. ``gain``: 2 per
+        bin (a real gain times a complex value).
+        """
+        n = self.n_fft
+        bins = self.num_bins
+        fft = n * math.log2(n)
+        transforms = 2 * fft + 2 * n + n
+        features = 12.0 * bins
+        network = float(self.num_diagonal_layers * bins * (2 * self.bandwidth + 1))
+        gain = 2.0 * bins + 3.0 * bins  # gain application + sigmoid/floor affine
+        rate = self.frame_rate
+        result = {
+            "transforms": transforms * rate,
+            "features": features * rate,
+            "network": network * rate,
+            "gain": gain * rate,
+        }
+        result["total"] = sum(result.values())
+        return result
+
+    def latency_samples(self) -> int:
+        """Algorithmic latency of causal block processing: n_fft - hop_length samples."""
+        return self.n_fft - self.hop_length
+
+    def extra_repr(self) -> str:
+        return (
+            f"layer={self.layer!r}, sample_rate={self.sample_rate}, depth={self.depth}, "
+            f"context={self.context}, channels={self.channels}, causal={self.causal}, "
+            f"gain_floor_db={self.gain_floor_db}, bandwidth={self.bandwidth}"
+        )
+
+
+def expected_frames(net: GainNet, num_samples: int) -> int:
+    """Frames the net's front end makes for ``num_samples`` samples."""
+    return num_frames(num_samples, net.n_fft, net.hop_length)

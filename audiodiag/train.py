@@ -1,0 +1,385 @@
+"""Train (or, for ``model=wiener``, just score) a speech enhancer: ``python -m audiodiag.train``.
+
+Hydra composes the run from ``audiodiag/conf/train.yaml`` and the groups ``layer/ model/ data/
+noise/ trainer/ logger/ callbacks/ paths/ experiment/``; every ``trainer.*`` key is a Lightning
+``Trainer`` argument. Examples::
+
+    python -m audiodiag.train                                # demo corpus, CPU, < 10 min
+    python -m audiodiag.train layer=sparse trainer.max_epochs=3
+    python -m audiodiag.train model=wiener                   # the classical reference, no training
+    python -m audiodiag.train trainer=gpu data=librispeech
+    python -m audiodiag.train hydra.run.dir=outputs/train/runs/X ckpt_path=last   # resume
+    python -m audiodiag.train -m layer=mask,sparse,diag,elementwise model.depth=2,4
+
+Each run directory holds ``.hydra/`` (composed config and overrides), ``resolved_config.yaml``,
+``tensorboard/``, ``checkpoints/`` (best and ``last.ckpt``), ``metrics.json`` (final metrics and
+status, also written when the run fails) and ``test_results.{json,md}`` (test scores by noise
+type and SNR, with the noisy input and Wiener rows). :func:`train` returns the monitored metric
+(best ``val/si_sdri`` in dB) so that sweepers can optimise it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from audiodiag.module import (
+    NET_KINDS,
+    GainLearner,
+    count_parameters,
+    markdown_test_report,
+    summarize_test_records,
+)
+from audiodiag.paths import CONF_DIR
+
+__all__ = ["main", "train", "resolve_ckpt_path", "resolve_precision"]
+
+log = logging.getLogger(__name__)
+
+#: ``trainer.precision`` value that picks bf16-mixed where supported, else 16-mixed (CUDA).
+AUTO_MIXED = "auto-mixed"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key and the valid values."""
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def resolve_precision(precision: Any, accelerator: str) -> Any:
+    """Turn ``auto-mixed`` into bf16-mixed / 16-mixed on CUDA and 32-true elsewhere."""
+    if precision != AUTO_MIXED:
+        return precision
+    on_cuda = accelerator in ("gpu", "cuda") or (
+        accelerator == "auto" and torch.cuda.is_available()
+    )
+    if not on_cuda:
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail early, with one clear line, on values that would fail late or obscurely."""
+    model_kind = cfg.model.get("kind", "gainnet")
+    if model_kind not in NET_KINDS:
+        raise ConfigError(f"model.kind={model_kind!r} is unknown; valid: {', '.join(NET_KINDS)}")
+    if model_kind == "gainnet":
+        from audiodiag.layers import IMPLEMENTATIONS
+
+        name = cfg.layer.get("name")
+        if name not in IMPLEMENTATIONS:
+            raise ConfigError(
+                f"layer.name={name!r} is not a diagonal layer implementation; valid: "
+                f"{', '.join(IMPLEMENTATIONS)} (choose with layer=NAME)"
+            )
+    trainer = cfg.trainer
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} (trainer=gpu/ddp) needs CUDA, but "
+            f"torch.cuda.is_available() is False (torch {torch.__version__}, CUDA build "
+            f"{torch.version.cuda}); run on a GPU machine or use trainer=cpu"
+        )
+    strategy = str(trainer.get("strategy", "auto"))
+    if strategy.startswith("ddp") and "spawn" not in strategy and _is_multirun():
+        raise ConfigError(
+            f"trainer.strategy={strategy} inside a Hydra multirun would re-launch the whole sweep "
+            "in every worker process; use trainer.strategy=ddp_spawn for sweeps"
+        )
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """Where to resume from: a file, a run directory, or ``last`` (this run dir's last.ckpt).
+
+    ``last`` with no checkpoint yet starts from scratch, so one command both starts and resumes
+    a run placed with ``hydra.run.dir=...``.
+    """
+    if ckpt_path in (None, ""):
+        return None
+    if ckpt_path == "last":
+        candidate = output_dir / "checkpoints" / "last.ckpt"
+        if candidate.is_file():
+            return str(candidate)
+        log.info("ckpt_path=last: no %s yet, starting from scratch", candidate)
+        return None
+    path = Path(str(ckpt_path)).expanduser()
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
+            if candidate.is_file():
+                return str(candidate)
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: directory has no checkpoints/last.ckpt; give a .ckpt file, "
+            "a run directory, or 'last'"
+        )
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: no such file; give a .ckpt file, a run directory, or 'last'"
+        )
+    return str(path)
+
+
+def _instantiate_group(group: DictConfig | None, what: str) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a callbacks/logger group (None entries skipped)."""
+    objects: list[Any] = []
+    if not group:
+        return objects
+    for key, entry in group.items():
+        if entry is None:
+            continue
+        if not isinstance(entry, DictConfig) or "_target_" not in entry:
+            raise ConfigError(f"{what}.{key!s} must be a mapping with a _target_ entry")
+        objects.append(hydra.utils.instantiate(entry))
+    return objects
+
+
+def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The run's knobs as a flat dict of scalars, for TensorBoard's HParams tab."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k != "_target_":
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, list | tuple):
+            flat[prefix] = str(value)
+        elif value is None:
+            flat[prefix] = "None"
+        else:
+            flat[prefix] = value
+
+    for section in ("layer", "model", "optimizer", "scheduler", "loss"):
+        walk(section, plain.get(section, {}))
+    data = plain.get("data", {})
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, int | float | str | bool):
+                flat[f"data.{key}"] = value
+    for key in ("seed", "sample_rate"):
+        flat[key] = plain.get(key)
+    trainer = plain.get("trainer", {})
+    for key in ("max_epochs", "precision", "accelerator", "devices", "strategy"):
+        if key in trainer:
+            flat[f"trainer.{key}"] = str(trainer[key])
+    return flat
+
+
+def _container(node: Any) -> Any:
+    """A resolved plain-python copy of a config node (what the module stores as hparams)."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+@rank_zero_only
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+@rank_zero_only
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def _error_line(error: BaseException) -> str:
+    """One line for reports: the error and, for wrapped errors (Hydra), its cause."""
+    parts: list[str] = []
+    while error is not None and len(parts) < 3:
+        lines = [line for line in str(error).strip().splitlines() if line.strip()]
+        parts.append(f"{type(error).__name__}: {lines[0] if lines else ''}".strip())
+        error = error.__cause__  # type: ignore[assignment]
+    return " <- ".join(parts)
+
+
+def train(cfg: DictConfig) -> float:
+    """Run one training (or evaluation-only) job described by ``cfg``; return the monitor value.
+
+    Writes ``metrics.json`` into ``cfg.paths.output_dir`` whether the job succeeds (status
+    ``ok``) or fails (status ``failed`` with the error line, then the error is re-raised).
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    metrics: dict[str, Any] = {
+        "status": "running",
+        "monitor": cfg.monitor,
+        "overrides": _overrides(),
+    }
+    started = time.perf_counter()
+    try:
+        value = _train(cfg, output_dir, metrics)
+    except BaseException as error:
+        # Lightning turns Ctrl-C into a graceful shutdown followed by SystemExit.
+        interrupted = isinstance(error, KeyboardInterrupt | SystemExit)
+        metrics["status"] = "interrupted" if interrupted else "failed"
+        metrics["error"] = _error_line(error)
+        metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
+        _write_json(output_dir / "metrics.json", metrics)
+        raise
+    metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
+    _write_json(output_dir / "metrics.json", metrics)
+    return value
+
+
+def _train(cfg: DictConfig, output_dir: Path, metrics: dict[str, Any]) -> float:
+    check_config(cfg)
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    _write_text(output_dir / "resolved_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    pl.seed_everything(int(cfg.seed), workers=True)
+
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    net_kwargs = _container(cfg.model)
+    is_wiener = net_kwargs.get("kind") == "wiener"
+    reference = cfg.get("test_reference")
+    module = GainLearner(
+        net=net_kwargs,
+        loss=_container(cfg.loss),
+        optimizer=_container(cfg.optimizer),
+        scheduler=_container(cfg.scheduler),
+        sample_rate=int(cfg.sample_rate),
+        test_pesq_stoi=bool(cfg.get("test_pesq_stoi", True)),
+        test_reference=None if is_wiener or not reference else _container(reference),
+        monitor=str(cfg.monitor),
+    )
+    n_params = count_parameters(module.net)
+    metrics.update(
+        model=net_kwargs.get("kind"),
+        layer=None if is_wiener else cfg.layer.name,
+        param_count=n_params,
+    )
+    macs = getattr(module.net, "macs_per_second", None)
+    if callable(macs):
+        # A statistic, not a reason to fail.
+        with contextlib.suppress(Exception):
+            metrics["macs_per_second"] = macs()
+    log.info("net: %s, %d trainable parameters", type(module.net).__name__, n_params)
+
+    callbacks = _instantiate_group(cfg.get("callbacks"), "callbacks")
+    if not cfg.trainer.get("enable_progress_bar", True):
+        # Lightning refuses a progress bar callback when the bar is switched off.
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    loggers = _instantiate_group(cfg.get("logger"), "logger")
+    if not loggers:
+        # Lightning refuses an LR monitor without a logger to write to.
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer_cfg = cfg.trainer
+    with open_dict(trainer_cfg):
+        trainer_cfg.precision = resolve_precision(
+            trainer_cfg.get("precision", "32-true"), str(trainer_cfg.get("accelerator", "auto"))
+        )
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        trainer_cfg, callbacks=callbacks, logger=loggers or False
+    )
+    metrics["precision"] = str(trainer_cfg.precision)
+
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    monitor = str(cfg.monitor)
+    started = time.perf_counter()
+    if is_wiener or n_params == 0:
+        # Nothing to train: score the fixed validation and test mixtures only.
+        if ckpt_path:
+            log.info("ckpt_path ignored: model.kind=%s has nothing to train", cfg.model.kind)
+        validated = trainer.validate(module, datamodule=datamodule)
+        best = _finite(validated[0].get(monitor)) if validated else None
+        test_ckpt = None
+    else:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        checkpoint = trainer.checkpoint_callback
+        best = None
+        test_ckpt = None
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_path:
+            best = _finite(checkpoint.best_model_score)
+            test_ckpt = checkpoint.best_model_path
+            metrics["best_checkpoint"] = test_ckpt
+        if best is None:
+            best = _finite(trainer.callback_metrics.get(monitor))
+    metrics["train_time_s"] = round(time.perf_counter() - started, 2)
+    metrics["epochs"] = trainer.current_epoch
+    metrics["global_step"] = trainer.global_step
+    metrics[monitor] = best
+    if trainer.interrupted:
+        raise KeyboardInterrupt("training was interrupted; resume with ckpt_path=last")
+
+    if cfg.get("test", True):
+        tested = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt)
+        for key, value in (tested[0] if tested else {}).items():
+            metrics[key] = _finite(value)
+        if trainer.is_global_zero and module.test_records:
+            summary = summarize_test_records(module.test_records)
+            name = "Wiener" if is_wiener else f"GainNet ({cfg.layer.name})"
+            report = markdown_test_report(summary, {"model": name})
+            _write_json(
+                output_dir / "test_results.json",
+                {"summary": summary, "clips": module.test_records},
+            )
+            _write_text(output_dir / "test_results.md", report + "\n")
+            overall = summary["groups"]["all"]
+            if "reference" in overall.get("si_sdri", {}):
+                metrics["test/reference_si_sdri"] = overall["si_sdri"]["reference"]
+            for metric in ("pesq", "stoi"):
+                for system, value in overall.get(metric, {}).items():
+                    metrics[f"test/{system}_{metric}"] = value
+            log.info("test results (%s):\n%s", output_dir / "test_results.md", report)
+
+    metrics["status"] = "ok"
+    hp_metrics = {
+        f"hp/{key.replace('/', '_')}": value
+        for key, value in metrics.items()
+        if "/" in key and isinstance(value, float)
+    }
+    hp_metrics["hp/train_time_s"] = metrics["train_time_s"]
+    hp_metrics["hp/param_count"] = float(n_params)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(_flat_hparams(cfg), metrics=hp_metrics)
+            logger.finalize("success")
+    return best if best is not None else math.nan
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    """Console entry point (``audiodiag-train`` / ``python -m audiodiag.train``)."""
+    # Sharing 2 cores with DataLoader workers: let users cap threads without code changes.
+    if os.environ.get("AUDIODIAG_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["AUDIODIAG_NUM_THREADS"]))
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""GainLearner: plain hyperparameters, loss, silent-clip guard, NaN guard, test report."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from audiodiag.module import (
+    GainLearner,
+    NonFiniteLossError,
+    _pesq_wb,
+    _WarmupCosine,
+    build_net,
+    markdown_test_report,
+    summarize_test_records,
+)
+
+SR = 16000
+NET = {"kind": "gainnet", "layer": "elementwise", "depth": 1, "context": 2, "seed": 0}
+
+
+def _speech_like(n: int, seconds: float = 0.5, seed: int = 0) -> torch.Tensor:
+    """Amplitude-modulated harmonic tones: voiced-speech-like, with pauses."""
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * SR)) / SR
+    f0 = 120 + 80 * torch.rand(n, 1, generator=gen)
+    wave = sum(torch.sin(2 * math.pi * k * f0 * t) / k for k in range(1, 6))
+    envelope = (torch.sin(2 * math.pi * 3 * t + torch.rand(n, 1, generator=gen) * 6) > 0).float()
+    return 0.1 * wave * envelope
+
+
+class _Batches(Dataset):
+    """In-memory batches shaped like the DataModule's (already collated)."""
+
+    def __init__(
+        self, n_batches: int, batch: int = 4, silent_first: bool = False, seconds: float = 0.5
+    ) -> None:
+        gen = torch.Generator().manual_seed(1)
+        self.items = []
+        for b in range(n_batches):
+            clean = _speech_like(batch, seconds, seed=b)
+            if silent_first and b == 0:
+                clean[0] = 0.0
+            noisy = clean + 0.05 * torch.randn(clean.shape, generator=gen)
+            self.items.append(
+                {
+                    "noisy": noisy,
+                    "clean": clean,
+                    "length": torch.full((batch,), clean.shape[-1], dtype=torch.long),
+                    "snr_db": torch.full((batch,), 5.0),
+                    "noise_type": ["white"] * batch,
+                    "source_id": [f"clip{b}_{i}" for i in range(batch)],
+                }
+            )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def _loader(n_batches: int, **kwargs) -> DataLoader:
+    return DataLoader(_Batches(n_batches, **kwargs), batch_size=None)
+
+
+def _trainer(**kwargs) -> pl.Trainer:
+    options = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def test_hparams_are_plain_and_checkpoint_loads_weights_only(tmp_path):
+    cfg = OmegaConf.create({"net": NET, "optimizer": {"lr": 1e-3}})
+    module = GainLearner(net=cfg.net, optimizer=cfg.optimizer, test_reference=None)
+    assert type(module.hparams["net"]) is dict
+    assert module.hparams["optimizer"]["lr"] == 1e-3
+    trainer = _trainer(max_steps=1, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(module, train_dataloaders=_loader(1))
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    net = build_net(checkpoint["hyper_parameters"]["net"])
+    state = {k[4:]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(state)
+    x = _speech_like(1)
+    torch.testing.assert_close(net(x), module.net(x))
+
+
+def test_build_net_rejects_unknown_key_and_kind():
+    with pytest.raises(ValueError, match=r"model\.dept is not an argument of GainNet.*depth"):
+        build_net({**NET, "dept": 2})
+    with pytest.raises(ValueError, match=r"model\.kind='rnn' is unknown; valid: gainnet, wiener"):
+        build_net({"kind": "rnn"})
+
+
+def test_bad_module_settings_name_the_key():
+    with pytest.raises(ValueError, match=r"scheduler\.name='step' is unknown"):
+        GainLearner(net=NET, scheduler={"name": "step"})
+    with pytest.raises(ValueError, match=r"optimizer\.name='lbfgs' is unknown"):
+        GainLearner(net=NET, optimizer={"name": "lbfgs"})
+    with pytest.raises(ValueError, match=r"loss\.l1 is unknown"):
+        GainLearner(net=NET, loss={"l1": 1.0})
+
+
+def test_loss_is_negative_si_sdr_and_ignores_padding():
+    module = GainLearner(net=NET, loss={"si_sdr": 1.0, "spectral": 0.0})
+    clean = _speech_like(2)
+    noisy = clean + 0.1 * torch.randn_like(clean)
+    loss, sdr = module.compute_loss(noisy, clean)
+    assert loss.item() == pytest.approx(-sdr.item())
+    # Garbage beyond the true length must not change the loss.
+    lengths = torch.tensor([4000, 6000])
+    padded_noisy, padded_clean = noisy.clone(), clean.clone()
+    for i, n in enumerate(lengths):
+        padded_clean[i, n:] = 0.0
+        padded_noisy[i, n:] = 0.0
+    reference, _ = module.compute_loss(padded_noisy, padded_clean, lengths)
+    padded_noisy[:, 6000:] = 5.0
+    padded_noisy[0, 4000:] = 5.0
+    masked, _ = module.compute_loss(padded_noisy, padded_clean, lengths)
+    assert masked.item() == pytest.approx(reference.item(), abs=1e-4)
+
+
+def test_silent_clean_clip_leaves_no_nan_in_validation_means():
+    module = GainLearner(net=NET)
+    metrics = _trainer().validate(module, dataloaders=_loader(2, silent_first=True))[0]
+    assert math.isfinite(metrics["val/si_sdri"]) and math.isfinite(metrics["val/si_sdr"])
+    # With identity-like initial gains, the improvement is small but defined.
+    assert -10.0 < metrics["val/si_sdri"] < 10.0
+
+
+def test_nan_loss_stops_with_step_and_batch_index():
+    module = GainLearner(net=NET)
+    original = module.net.forward
+    calls = {"n": 0}
+
+    def poisoned(waveform):
+        calls["n"] += 1
+        out = original(waveform)
+        return out * float("nan") if calls["n"] == 3 else out
+
+    module.net.forward = poisoned  # type: ignore[method-assign]
+    trainer = _trainer(max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0)
+    with pytest.raises(NonFiniteLossError, match=r"global step 2, epoch 0, batch index 2"):
+        trainer.fit(module, train_dataloaders=_loader(4))
+
+
+def test_training_reduces_loss_on_a_tiny_set():
+    torch.manual_seed(0)
+    module = GainLearner(net=NET, optimizer={"lr": 1e-2}, scheduler={"name": "none"})
+    loader = _loader(2)
+    before = _trainer().validate(module, dataloaders=loader, verbose=False)[0]["val/loss"]
+    _trainer(max_epochs=8, num_sanity_val_steps=0, limit_val_batches=0).fit(module, loader)
+    after = _trainer().validate(module, dataloaders=loader, verbose=False)[0]["val/loss"]
+    assert after < before - 1.0, (before, after)
+
+
+def test_test_step_records_and_pesq_stoi_by_group():
+    module = GainLearner(net=NET, test_pesq_stoi=True, test_reference=None)
+    results = _trainer().test(
+        module, dataloaders=_loader(1, silent_first=True, seconds=2.0), verbose=False
+    )[0]
+    assert math.isfinite(results["test/si_sdri"])
+    records = module.test_records
+    assert len(records) == 4 and records[0]["silent"] and not records[1]["silent"]
+    if "pesq" in records[1]:  # pesq/pystoi installed
+        assert 1.0 <= records[1]["pesq"]["model"] <= 4.7
+        assert 0.0 < records[1]["stoi"]["noisy"] <= 1.0
+        assert math.isfinite(results["test/pesq"])
+
+
+def test_pesq_returns_nan_on_silence_instead_of_raising():
+    pytest.importorskip("pesq")
+    silence = torch.zeros(SR).numpy()
+    assert math.isnan(_pesq_wb(silence, silence, SR))
+
+
+def test_summary_groups_by_noise_and_snr_and_skips_silent():
+    records = []
+    for i, (noise, snr) in enumerate([("white", -5), ("pink", 0), ("white", 5), ("pink", 5)]):
+        records.append(
+            {
+                "noise_type": noise,
+                "snr_db": float(snr),
+                "silent": False,
+                "si_sdr": {"noisy": float(snr), "model": snr + 8.0, "reference": snr + 3.0 + i},
+            }
+        )
+    records.append(
+        {
+            "noise_type": "white",
+            "snr_db": 0.0,
+            "silent": True,
+            "si_sdr": {"noisy": -50.0, "model": 50.0},
+        }
+    )
+    summary = summarize_test_records(records)
+    groups = summary["groups"]
+    assert summary["n_silent"] == 1 and groups["all"]["n"] == 4
+    assert groups["all"]["si_sdri"]["model"] == pytest.approx(8.0)
+    assert groups["white"]["si_sdri"]["reference"] == pytest.approx((3.0 + 5.0) / 2)
+    assert groups["5 dB"]["n"] == 2 and groups["-5 dB"]["si_sdr"]["noisy"] == -5.0
+    table = markdown_test_report(summary, {"model": "GainNet (mask)"})
+    assert "| GainNet (mask) | 8.00 |" in table and "| Wiener |" in table
+    # Columns: all, pink, white, -5 dB, 0 dB, 5 dB.
+    assert "| noisy input | 1.25 | 2.50 | 0.00 | -5.00 | 0.00 | 5.00 |" in table
+
+
+def test_snr_buckets_when_snr_is_continuous():
+    records = [
+        {
+            "noise_type": "white",
+            "snr_db": s,
+            "silent": False,
+            "si_sdr": {"noisy": s, "model": s + 1},
+        }
+        for s in torch.linspace(-5, 14.9, 20).tolist()
+    ]
+    labels = [g for g, e in summarize_test_records(records)["groups"].items() if e["kind"] == "snr"]
+    assert labels == ["[-5, 0) dB", "[0, 5) dB", "[5, 10) dB", "[10, 15) dB"]
+
+
+def test_warmup_cosine_schedule():
+    schedule = _WarmupCosine(warmup=10, total=110, floor=0.1)
+    assert schedule(0) == pytest.approx(0.1)
+    assert schedule(9) == pytest.approx(1.0)
+    assert schedule(60) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert schedule(110) == pytest.approx(0.1) and schedule(500) == pytest.approx(0.1)
+
+
+def test_hparams_survive_torch_save_weights_only():
+    module = GainLearner(net=OmegaConf.create(NET), loss=OmegaConf.create({"spectral": 0.5}))
+    buffer = io.BytesIO()
+    torch.save({"hyper_parameters": dict(module.hparams)}, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)
+    assert loaded["hyper_parameters"]["loss"] == {"si_sdr": 1.0, "spectral": 0.5}
