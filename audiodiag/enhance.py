@@ -109,6 +109,11 @@ def plan_outputs(input_path: Path, output_path: Path) -> tuple[list[tuple[Path, 
             f"output={output_path} lies inside input={input_path}; the outputs would mix with "
             "(and could overwrite) the inputs: choose a folder outside the input folder"
         )
+    if _inside(source, target):
+        raise CliError(
+            f"output={output_path} contains input={input_path}; outputs written there could "
+            "overwrite inputs (nested folders with the same names): choose a folder outside it"
+        )
     if output_path.exists() and not output_path.is_dir():
         raise CliError(f"output={output_path} is a file; a folder input needs an output folder")
     pairs: list[tuple[Path, Path]] = []
@@ -161,7 +166,7 @@ def enhance_paths(
     started = time.perf_counter()
     total = sum(seconds for _, _, seconds in todo)
     with tqdm(
-        total=round(total, 2), unit="s", unit_scale=False, desc="enhance", disable=not progress,
+        total=total, unit="s", unit_scale=False, desc="enhance", disable=not progress,
         bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}]",
     ) as bar:
         for src, dst, seconds in todo:
@@ -182,6 +187,7 @@ def enhance_paths(
                 continue
             summary.written.append(dst)
             summary.audio_seconds += float(info["seconds"])
+        bar.update(max(0.0, total - bar.n))  # float steps may fall a hair short of the total
     summary.wall_seconds = time.perf_counter() - started
     return summary
 

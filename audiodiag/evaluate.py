@@ -113,7 +113,8 @@ def _measured_snr_db(noisy: torch.Tensor, clean: torch.Tensor) -> float:
     signal = clean.double().pow(2).sum()
     if float(noise) == 0.0:
         return math.inf if float(signal) > 0 else math.nan
-    return float(10.0 * torch.log10(signal.clamp_min(1e-20) / noise))
+    # 0.1 dB is plenty for bucketing; "+ 0.0" turns -0.0 into 0.0 for the table labels.
+    return round(float(10.0 * torch.log10(signal.clamp_min(1e-20) / noise)), 1) + 0.0
 
 
 def folder_clips(

@@ -281,8 +281,12 @@ def exportable_net(net: nn.Module) -> nn.Module:
 
     _check_gainnet(net)
     net = net.float().eval()
-    form = "elementwise" if int(net.bandwidth) == 0 else BANDED_EXPORT_LAYER
-    return convert(net, form).eval()
+    return convert(net, export_layer(net)).eval()
+
+
+def export_layer(net: nn.Module) -> str:
+    """The layer implementation :func:`exportable_net` uses for ``net``."""
+    return "elementwise" if int(net.bandwidth) == 0 else BANDED_EXPORT_LAYER
 
 
 def export_torchscript(
@@ -302,7 +306,7 @@ def export_torchscript(
         format="audiodiag-torchscript", format_version=FORMAT_VERSION,
         causal=bool(converted.causal), latency_samples=int(converted.latency_samples()),
         streaming=bool(converted.causal), n_fft=int(converted.n_fft),
-        hop_length=int(converted.hop_length), exported_layer=converted.layer,
+        hop_length=int(converted.hop_length), exported_layer=export_layer(net),
         torch_version=torch.__version__,
     )
     text = json.dumps(meta, sort_keys=True, default=str)

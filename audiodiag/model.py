@@ -83,12 +83,14 @@ class DiagonalBlock(nn.Module):
 
     def forward(self, h: Tensor, padded: Tensor) -> Tensor:
         count = h.shape[1]
+        # One unbind per block (its backward is a single stack) rather than a select per tap.
+        channels = padded.unbind(2)
         taps: list[Tensor] = []
         for i in range(self.in_channels):
             for k in range(self.context):
                 # Lag k reads k frames back; slices are views, no copies.
                 start = self.context - 1 - k
-                taps.append(padded[:, start : start + count, i])
+                taps.append(channels[i][:, start : start + count])
         per_output = self.in_channels * self.context
         sums: list[Tensor] = []
         for n, layer in enumerate(self.layers):
@@ -139,7 +141,6 @@ class GainNet(nn.Module):
     # Python-only conveniences that TorchScript should not try to compile.
     __jit_unused_properties__ = ["num_parameters", "num_diagonal_layers", "frame_rate"]
 
-
     def __init__(
         self,
         layer: str = "elementwise",
@@ -153,7 +154,7 @@ class GainNet(nn.Module):
         causal: bool = True,
         gain_floor_db: float = -25.0,
         bandwidth: int = 0,
-        activation: str = "tanh",
+        activation: str = "silu",
         residual: bool = True,
         norm_window_s: float = 2.0,
         floor_rise_db_per_s: float = 3.0,
