@@ -181,9 +181,9 @@ def evaluate_clips(
     from tqdm import tqdm
 
     from audiodiag.module import (
+        _per_clip_si_sdr,
         _pesq_stoi_available,
         _pesq_wb,
-        _per_clip_si_sdr,
         _stoi,
         silent_mask,
         summarize_test_records,

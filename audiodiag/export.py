@@ -30,8 +30,11 @@ weighted overlap-add inverse (:func:`onnx_chain_enhance` runs exactly that). The
 ``metadata_props`` hold the same JSON as the TorchScript file.
 """
 
+# GainNet's attributes are read through nn.Module.__getattr__, typed "Tensor | Module" for mypy.
+# mypy: disable-error-code="union-attr,operator,arg-type"
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -438,10 +441,8 @@ def _run_metadata(ckpt_path: Path, checkpoint: Mapping[str, Any]) -> dict[str, A
     run_dir = ckpt_path.resolve().parent.parent
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
-        try:
+        with contextlib.suppress(OSError, ValueError):  # metrics are a courtesy, not required
             metrics["run"] = json.loads(metrics_file.read_text())
-        except (OSError, ValueError):
-            pass
     config_file = run_dir / "resolved_config.yaml"
     if config_file.is_file():
         meta["training_config_yaml"] = config_file.read_text()

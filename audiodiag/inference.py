@@ -294,7 +294,7 @@ class _ScriptedStream:
         return self.module.stream_flush(self.state).float().cpu()
 
 
-def _eager_stream(net: nn.Module, batch: int, device: torch.device) -> StreamSession:
+def _eager_stream(net: Any, batch: int, device: torch.device) -> StreamSession:
     """Exact block processing of an eager causal GainNet with
     :class:`audiodiag.streaming.StreamingEnhancer` (``process_ready`` + ``flush``)."""
     from audiodiag.streaming import StreamingEnhancer
@@ -397,8 +397,8 @@ def load_enhancer(spec: PathLike, device: torch.device | str = "cpu") -> Enhance
     if str(spec).strip().lower() == "wiener":
         from audiodiag.wiener import WienerEnhancer
 
-        net = WienerEnhancer().eval()
-        return Enhancer("wiener", "wiener", net, net.sample_rate, False, None).to(device)
+        wiener = WienerEnhancer().eval()
+        return Enhancer("wiener", "wiener", wiener, wiener.sample_rate, False, None).to(device)
     path = Path(spec)
     _check_file(path)
     names = _zip_names(path)
@@ -411,6 +411,7 @@ def load_enhancer(spec: PathLike, device: torch.device | str = "cpu") -> Enhance
             str(path), "torchscript", module, rate, causal,
             int(latency) if latency is not None else None, metadata,
         ).to(device)
+    net: Any
     net, checkpoint = load_checkpoint(path)
     causal = bool(getattr(net, "causal", False)) and hasattr(net, "gains_chunk")
     latency = int(net.latency_samples()) if causal and hasattr(net, "latency_samples") else None
@@ -545,9 +546,13 @@ class BlockPipeline:
         if x.shape[-1]:
             parts.append(self.session.process(x))
         parts.append(self.session.flush())
-        y = torch.cat([p.reshape(self.channels, -1) for p in parts], dim=-1)
-        out = [self._after_model(y), self.up.flush().reshape(self.channels, -1)]
+        y = torch.cat([self._shaped(p) for p in parts], dim=-1)
+        out = [self._after_model(y), self._shaped(self.up.flush())]
         return torch.cat(out, dim=-1)
+
+    def _shaped(self, x: Tensor) -> Tensor:
+        # Empty pieces may come back as (1, 0) from a stage that never saw a block.
+        return x.new_zeros(self.channels, 0) if x.numel() == 0 else x.reshape(self.channels, -1)
 
 
 def _output_subtype(path: Path, in_subtype: str | None) -> str:

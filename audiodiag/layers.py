@@ -23,8 +23,6 @@ Rectangular weights (``in_features != out_features``) are refused: a diagonal ma
 to bin ``f``, so a different output size would invent or silently drop bins.
 """
 
-from __future__ import annotations
-
 import copy
 import math
 import warnings

@@ -11,6 +11,8 @@ after one warm-up run). Target for the exported default model: RTF <= 0.01 on on
 Prints a Markdown table; timings are never asserted anywhere.
 """
 
+# GainNet's attributes are read through nn.Module.__getattr__, typed "Tensor | Module" for mypy.
+# mypy: disable-error-code="union-attr,operator,arg-type"
 from __future__ import annotations
 
 import argparse
@@ -34,6 +36,10 @@ def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def _caller(module: Callable[[torch.Tensor], object], x: torch.Tensor) -> Callable[[], object]:
+    return lambda: module(x)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         eager = net if layer == trained_layer else convert(net, layer).eval()
         tag = " (as trained)" if layer == trained_layer else ""
-        add(f"eager, layer={layer}{tag}", lambda m=eager: m(clip))
+        add(f"eager, layer={layer}{tag}", _caller(eager, clip))
 
     sizes: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
