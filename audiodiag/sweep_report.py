@@ -300,7 +300,7 @@ def markdown_report(jobs: Sequence[JobResult], sweep_dir: Path | str | None = No
             position = str(rank)
         else:
             position = "—"
-        row = [position, job.job, shown or "(none)"]
+        row = [position, job.job, shown or "(shared only)"]
         if extra_monitor:
             row.append(_fmt(job.score, 4))
         row += [_fmt(job.value("val/si_sdri")), _fmt(job.value("test/si_sdri"))]
