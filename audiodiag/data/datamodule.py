@@ -63,8 +63,11 @@ class BadFileLog:
         self._dir = tempfile.mkdtemp(prefix="audiodiag-badfiles-")
         self._file = os.path.join(self._dir, "bad_files.tsv")
         self._known: set[str] = set()
-        self._rescaled: Any = multiprocessing.Value("q", 0)
-        self._mixtures: Any = multiprocessing.Value("q", 0)
+        # Spawn-context counters: shareable with spawned processes (ddp_spawn, spawn workers)
+        # and still inherited by forked DataLoader workers.
+        context = multiprocessing.get_context("spawn")
+        self._rescaled: Any = context.Value("q", 0)
+        self._mixtures: Any = context.Value("q", 0)
         self._reported_count = 0
 
     def is_bad(self, path: str) -> bool:
