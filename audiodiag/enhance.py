@@ -45,7 +45,7 @@ Enhance an audio file, or every audio file under a folder (recursively, keeping 
 
   model=MODEL        exported TorchScript file (audiodiag.export), training checkpoint (.ckpt),
                      or 'wiener' (the classical reference)
-  input=PATH         audio file or folder ({', '.join(AUDIO_EXTENSIONS)}; any rate and channels)
+  input=PATH         audio file or folder ({", ".join(AUDIO_EXTENSIONS)}; any rate and channels)
   output=PATH        output file (for a file input) or folder; never one of the inputs
   device=cpu|cuda    where the model runs (default cpu)
   block_seconds=10   audio read and processed per block (memory does not grow with file length)
@@ -126,7 +126,9 @@ def plan_outputs(input_path: Path, output_path: Path) -> tuple[list[tuple[Path, 
     inputs = {p.resolve() for p, _ in pairs}
     for src, dst in pairs:
         if dst in inputs:
-            raise CliError(f"output for {src} would overwrite the input {dst}; choose another output")
+            raise CliError(
+                f"output for {src} would overwrite the input {dst}; choose another output"
+            )
     return pairs, others
 
 
@@ -145,6 +147,7 @@ def enhance_paths(
     from tqdm import tqdm
 
     if warn is None:
+
         def warn(message: str) -> None:
             warnings.warn(message, stacklevel=3)
 
@@ -166,7 +169,11 @@ def enhance_paths(
     started = time.perf_counter()
     total = sum(seconds for _, _, seconds in todo)
     with tqdm(
-        total=total, unit="s", unit_scale=False, desc="enhance", disable=not progress,
+        total=total,
+        unit="s",
+        unit_scale=False,
+        desc="enhance",
+        disable=not progress,
         bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}]",
     ) as bar:
         for src, dst, seconds in todo:
@@ -196,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m audiodiag.enhance``; returns the exit status."""
     try:
         args = parse_cli(
-            argv, {"model", "input", "output", "device", "block_seconds", "threads"}, USAGE,
+            argv,
+            {"model", "input", "output", "device", "block_seconds", "threads"},
+            USAGE,
             required=("model", "input", "output"),
         )
         if args is None:
@@ -209,7 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tqdm import tqdm
 
         summary = enhance_paths(
-            enhancer, args["input"], args["output"], block,
+            enhancer,
+            args["input"],
+            args["output"],
+            block,
             warn=lambda message: tqdm.write(f"warning: {message}", file=sys.stderr),
         )
     except (CliError, ModelLoadError) as error:

@@ -118,7 +118,10 @@ def _measured_snr_db(noisy: torch.Tensor, clean: torch.Tensor) -> float:
 
 
 def folder_clips(
-    noisy_dir: str | Path, clean_dir: str | Path, sample_rate: int, limit: int | None = None,
+    noisy_dir: str | Path,
+    clean_dir: str | Path,
+    sample_rate: int,
+    limit: int | None = None,
     skipped: dict[str, str] | None = None,
 ) -> Iterator[Clip]:
     """Pairs ``noisy_dir/REL`` with ``clean_dir/REL`` (same stem, any audio extension).
@@ -134,7 +137,9 @@ def folder_clips(
     skipped = {} if skipped is None else skipped
     files = sorted(p for p in noisy_root.rglob("*") if p.is_file() and is_audio_file(p))
     if not files:
-        raise CliError(f"noisy_dir={noisy_root} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+        raise CliError(
+            f"noisy_dir={noisy_root} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})"
+        )
     count = 0
     for noisy_path in files:
         if limit is not None and count >= limit:
@@ -145,7 +150,9 @@ def folder_clips(
         ]
         clean_path = next((c for c in candidates if c.is_file()), None)
         if clean_path is None:
-            skipped[str(noisy_path)] = f"no clean file {clean_root / rel} (any of {AUDIO_EXTENSIONS})"
+            skipped[str(noisy_path)] = (
+                f"no clean file {clean_root / rel} (any of {AUDIO_EXTENSIONS})"
+            )
             continue
         try:
             noisy = load_mono(noisy_path, sample_rate)
@@ -260,9 +267,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_cli(
             argv,
-            {"model", "noisy_dir", "clean_dir", "reference", "pesq_stoi", "limit", "device",
-             "threads", "json", *passthrough},
-            USAGE, required=("model",), prefixes=("data.", "noise."),
+            {
+                "model",
+                "noisy_dir",
+                "clean_dir",
+                "reference",
+                "pesq_stoi",
+                "limit",
+                "device",
+                "threads",
+                "json",
+                *passthrough,
+            },
+            USAGE,
+            required=("model",),
+            prefixes=("data.", "noise."),
         )
         if args is None:
             return 0
@@ -284,8 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             source = f"{args['noisy_dir']} vs {args['clean_dir']}"
         else:
-            overrides = [f"{k}={v}" for k, v in args.items() if k in passthrough or
-                         k.startswith(("data.", "noise."))]
+            overrides = [
+                f"{k}={v}"
+                for k, v in args.items()
+                if k in passthrough or k.startswith(("data.", "noise."))
+            ]
             if "data" not in args:
                 overrides.insert(0, "data=demo")
             clips = datamodule_clips(overrides, limit)

@@ -217,8 +217,14 @@ def check_lengths(sample_rate: int, n_fft: int) -> tuple[int, int, int]:
 
 @torch.no_grad()
 def check_export(
-    exported: Any, eager: nn.Module, sample_rate: int, n_fft: int, *, causal: bool,
-    tolerance: float = TOLERANCE, label: str = "export",
+    exported: Any,
+    eager: nn.Module,
+    sample_rate: int,
+    n_fft: int,
+    *,
+    causal: bool,
+    tolerance: float = TOLERANCE,
+    label: str = "export",
 ) -> dict[str, float]:
     """Compare ``exported`` with ``eager`` on fixed random inputs; raise :class:`ExportError`.
 
@@ -306,10 +312,14 @@ def export_torchscript(
     meta = dict(metadata or {})
     meta.setdefault("sample_rate", int(converted.sample_rate))
     meta.update(
-        format="audiodiag-torchscript", format_version=FORMAT_VERSION,
-        causal=bool(converted.causal), latency_samples=int(converted.latency_samples()),
-        streaming=bool(converted.causal), n_fft=int(converted.n_fft),
-        hop_length=int(converted.hop_length), exported_layer=export_layer(net),
+        format="audiodiag-torchscript",
+        format_version=FORMAT_VERSION,
+        causal=bool(converted.causal),
+        latency_samples=int(converted.latency_samples()),
+        streaming=bool(converted.causal),
+        n_fft=int(converted.n_fft),
+        hop_length=int(converted.hop_length),
+        exported_layer=export_layer(net),
         torch_version=torch.__version__,
     )
     text = json.dumps(meta, sort_keys=True, default=str)
@@ -361,7 +371,9 @@ def export_onnx(
     generator = torch.Generator().manual_seed(7)
     lengths = check_lengths(int(converted.sample_rate), int(converted.n_fft))
     with torch.no_grad():
-        example_spec = converted.stft.analysis(0.1 * torch.randn(1, lengths[0], generator=generator))
+        example_spec = converted.stft.analysis(
+            0.1 * torch.randn(1, lengths[0], generator=generator)
+        )
         example = net_features(converted, example_spec)
     frames = torch.export.Dim("frames", min=1, max=10_000_000)
     batch = torch.export.Dim("batch", min=1, max=1024)
@@ -373,9 +385,14 @@ def export_onnx(
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(
-                core, (example,), dynamo=True, opset_version=opset,
-                input_names=["features"], output_names=["gains"],
-                dynamic_shapes={"features": {0: batch, 1: frames}}, verbose=False,
+                core,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["features"],
+                output_names=["gains"],
+                dynamic_shapes={"features": {0: batch, 1: frames}},
+                verbose=False,
             )
         except Exception as error:  # noqa: BLE001
             raise ExportError(f"ONNX export failed: {error}") from error
@@ -395,7 +412,8 @@ def export_onnx(
             "sample_rate": int(converted.sample_rate),
             "causal": bool(converted.causal),
         },
-        sort_keys=True, default=str,
+        sort_keys=True,
+        default=str,
     )
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_FILE, text

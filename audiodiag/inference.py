@@ -174,7 +174,9 @@ def _check_file(path: Path) -> None:
         raise ModelLoadError(path, "file is empty")
 
 
-def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_checkpoint(
+    path: PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict]:
     """Rebuild the network of a GainLearner checkpoint; returns ``(net in eval mode, checkpoint)``.
 
     Loads with ``weights_only=True``; raises :class:`ModelLoadError` naming the file when it is
@@ -202,7 +204,9 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
     except (TypeError, ValueError) as error:
         raise ModelLoadError(path, f"cannot rebuild the network: {error}") from error
     prefix = "net."
-    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    state = {
+        k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)
+    }
     try:
         net.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError) as error:
@@ -286,7 +290,9 @@ class _ScriptedStream:
 
     @torch.inference_mode()
     def process(self, block: Tensor) -> Tensor:
-        out, self.state = self.module.stream_process(block.to(self.device, torch.float32), self.state)
+        out, self.state = self.module.stream_process(
+            block.to(self.device, torch.float32), self.state
+        )
         return out.float().cpu()
 
     @torch.inference_mode()
@@ -385,7 +391,9 @@ def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
     except ValueError as error:
         raise ModelLoadError(path, f"metadata {METADATA_FILE} is not JSON: {error}") from error
     if "sample_rate" not in metadata and not hasattr(module, "sample_rate"):
-        raise ModelLoadError(path, "TorchScript file has no sample rate (not from audiodiag.export)")
+        raise ModelLoadError(
+            path, "TorchScript file has no sample rate (not from audiodiag.export)"
+        )
     return module.eval(), metadata
 
 
@@ -408,8 +416,13 @@ def load_enhancer(spec: PathLike, device: torch.device | str = "cpu") -> Enhance
         causal = bool(metadata.get("causal", False)) and hasattr(module, "stream_process")
         latency = metadata.get("latency_samples")
         return Enhancer(
-            str(path), "torchscript", module, rate, causal,
-            int(latency) if latency is not None else None, metadata,
+            str(path),
+            "torchscript",
+            module,
+            rate,
+            causal,
+            int(latency) if latency is not None else None,
+            metadata,
         ).to(device)
     net: Any
     net, checkpoint = load_checkpoint(path)
@@ -589,7 +602,9 @@ def enhance_file(
     try:
         reader = sf.SoundFile(str(input_path))
     except Exception as error:  # noqa: BLE001 - libsndfile errors vary
-        raise AudioDecodeError(input_path, str(error).splitlines()[0] if str(error) else "") from error
+        raise AudioDecodeError(
+            input_path, str(error).splitlines()[0] if str(error) else ""
+        ) from error
     written = 0
     try:
         with reader:

@@ -399,6 +399,23 @@ def make_diagonal(
     return cls(features, bias=bias, init=init, bandwidth=bandwidth, device=device, dtype=dtype)
 
 
+def count_parameters(module: nn.Module) -> int:
+    """Trainable values of ``module``, diagonal layers counted in the shared state_dict layout.
+
+    The ``mask`` form stores a dense matrix of which only the band is learned; counting the
+    layout instead makes the four implementations report the same size.
+    """
+    total = 0
+    for child in module.modules():
+        own = [p for p in child.parameters(recurse=False) if p.requires_grad]
+        if isinstance(child, DiagonalLinear) and own:
+            total += math.prod(child.weight_shape())
+            total += child.bias.numel() if child.bias is not None else 0
+        else:
+            total += sum(p.numel() for p in own)
+    return total
+
+
 def _converted_layer(layer: DiagonalLinear, implementation: str) -> DiagonalLinear:
     new = make_diagonal(
         implementation,

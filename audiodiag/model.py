@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from audiodiag.features import PerBinFeatures, StftFrontEnd, num_frames
-from audiodiag.layers import IMPLEMENTATIONS, make_diagonal
+from audiodiag.layers import IMPLEMENTATIONS, count_parameters, make_diagonal
 
 __all__ = ["GainNet", "ACTIVATIONS"]
 
@@ -318,8 +318,8 @@ class GainNet(nn.Module):
     # ------------------------------------------------------------------ cost
     @property
     def num_parameters(self) -> int:
-        """Number of trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        """Trainable values, diagonal layers in their shared layout (same for all four forms)."""
+        return count_parameters(self)
 
     @property
     def num_diagonal_layers(self) -> int:

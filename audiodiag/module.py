@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio
 
+from audiodiag import layers
 from audiodiag.losses import si_sdr, spectral_magnitude_loss
 
 __all__ = [
@@ -111,8 +112,8 @@ def build_net(net: Mapping[str, Any]) -> nn.Module:
 
 
 def count_parameters(net: nn.Module) -> int:
-    """Number of trainable parameters (what a diagonal layer costs, not its buffers)."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+    """Trainable values, diagonal layers in their shared layout (same for all four forms)."""
+    return layers.count_parameters(net)
 
 
 def silent_mask(clean: Tensor, lengths: Tensor | None = None) -> Tensor:

@@ -44,8 +44,12 @@ def _caller(module: Callable[[torch.Tensor], object], x: torch.Tensor) -> Callab
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--ckpt", help="training checkpoint (default: an untrained default GainNet)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--ckpt", help="training checkpoint (default: an untrained default GainNet)"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per row (median)")
     parser.add_argument("--threads", type=int, default=1, help="torch/ORT threads (default 1)")
@@ -69,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         net = build_net({"kind": "gainnet"}).eval()
         label = "default GainNet (untrained)"
     rate = int(net.sample_rate)
-    clip = 0.1 * torch.randn(1, int(args.seconds * rate), generator=torch.Generator().manual_seed(0))
+    clip = 0.1 * torch.randn(
+        1, int(args.seconds * rate), generator=torch.Generator().manual_seed(0)
+    )
     seconds = clip.shape[-1] / rate
     rows: list[dict[str, object]] = []
 
@@ -113,11 +119,15 @@ def main(argv: list[str] | None = None) -> int:
             options = ort.SessionOptions()
             options.intra_op_num_threads = args.threads
             options.inter_op_num_threads = 1
-            session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(
+                str(onnx_path), options, providers=["CPUExecutionProvider"]
+            )
             converted = convert(net, "elementwise") if int(net.bandwidth) == 0 else net
             spec = converted.stft.analysis(clip)
             feats = net_features(converted, spec).numpy()
-            add("onnxruntime gain network only", lambda: session.run(["gains"], {"features": feats}))
+            add(
+                "onnxruntime gain network only", lambda: session.run(["gains"], {"features": feats})
+            )
 
             def chain() -> None:
                 s = converted.stft.analysis(clip)
@@ -149,11 +159,22 @@ def main(argv: list[str] | None = None) -> int:
             f"{1000 * latency / rate:.1f} ms, plus the block itself"
         )
     if macs:
-        print(f"Analytic cost: {macs.get('total', 0) / 1e6:.1f} M multiply-adds per second of audio")
+        print(
+            f"Analytic cost: {macs.get('total', 0) / 1e6:.1f} M multiply-adds per second of audio"
+        )
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"rows": rows, "sizes": sizes, "latency_samples": latency,
-                        "threads": args.threads, "seconds": seconds, "model": label}, indent=2)
+            json.dumps(
+                {
+                    "rows": rows,
+                    "sizes": sizes,
+                    "latency_samples": latency,
+                    "threads": args.threads,
+                    "seconds": seconds,
+                    "model": label,
+                },
+                indent=2,
+            )
         )
     return 0
 

@@ -57,11 +57,16 @@ def test_folder_round_trip_mixed_rates_and_channels(model: Path, tmp_path: Path)
     source, target = tmp_path / "in", tmp_path / "out"
     _make_folder(source)
     with pytest.warns(UserWarning) as caught:
-        summary = enhance_paths(load_enhancer(model), source, target, block_seconds=0.5, progress=False)
+        summary = enhance_paths(
+            load_enhancer(model), source, target, block_seconds=0.5, progress=False
+        )
     messages = " ".join(str(w.message) for w in caught)
     assert "notes.txt" in messages and "broken.wav" in messages
     assert len(summary.written) == len(FILES)
-    assert set(summary.skipped) == {str(source / "notes.txt"), str(source / "speech" / "broken.wav")}
+    assert set(summary.skipped) == {
+        str(source / "notes.txt"),
+        str(source / "speech" / "broken.wav"),
+    }
     for rel, rate, channels, frames, subtype in FILES:
         info = sf.info(str(target / rel))
         assert (info.samplerate, info.channels, info.frames) == (rate, channels, frames), rel
@@ -75,12 +80,23 @@ def test_folder_round_trip_mixed_rates_and_channels(model: Path, tmp_path: Path)
 
 def test_cli_single_file_and_summary(model: Path, tmp_path: Path) -> None:
     src = tmp_path / "x.wav"
-    sf.write(src, 0.1 * np.random.default_rng(1).standard_normal((16000, 2)).astype(np.float32), 32000)
+    sf.write(
+        src, 0.1 * np.random.default_rng(1).standard_normal((16000, 2)).astype(np.float32), 32000
+    )
     out = tmp_path / "enhanced" / "x.wav"
     result = subprocess.run(
-        [sys.executable, "-m", "audiodiag.enhance", f"model={model}", f"input={src}",
-         f"output={out}", "device=cpu"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "audiodiag.enhance",
+            f"model={model}",
+            f"input={src}",
+            f"output={out}",
+            "device=cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "enhanced 1 file(s)" in result.stdout
@@ -89,7 +105,9 @@ def test_cli_single_file_and_summary(model: Path, tmp_path: Path) -> None:
     assert (info.samplerate, info.channels, info.frames) == (32000, 2, 16000)
 
 
-def test_refuses_to_overwrite_inputs(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_refuses_to_overwrite_inputs(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = tmp_path / "in"
     _make_folder(source)
     wav = source / "a.wav"
@@ -130,6 +148,10 @@ def test_cli_bad_arguments(model: Path, tmp_path: Path, capsys: pytest.CaptureFi
 def test_wiener_enhances_a_folder(tmp_path: Path) -> None:
     source = tmp_path / "in"
     source.mkdir()
-    sf.write(source / "n.wav", 0.1 * np.random.default_rng(2).standard_normal(24000).astype(np.float32), 16000)
+    sf.write(
+        source / "n.wav",
+        0.1 * np.random.default_rng(2).standard_normal(24000).astype(np.float32),
+        16000,
+    )
     assert main(["model=wiener", f"input={source}", f"output={tmp_path / 'out'}"]) == 0
     assert sf.info(str(tmp_path / "out" / "n.wav")).frames == 24000

@@ -48,15 +48,31 @@ def _pairs(root: Path) -> None:
     sf.write(root / "noisy" / "orphan.wav", np.zeros(1600, dtype=np.float32), 16000)
 
 
-def test_folder_pair_table_and_json(models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_folder_pair_table_and_json(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _pairs(tmp_path)
     out = tmp_path / "report.json"
-    code = main([f"model={models['exported']}", f"noisy_dir={tmp_path / 'noisy'}",
-                 f"clean_dir={tmp_path / 'clean'}", "reference=wiener", "--json", str(out)])
+    code = main(
+        [
+            f"model={models['exported']}",
+            f"noisy_dir={tmp_path / 'noisy'}",
+            f"clean_dir={tmp_path / 'clean'}",
+            "reference=wiener",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     captured = capsys.readouterr()
     text = captured.out
-    for heading in ("SI-SDR (dB)", "SI-SDR improvement (dB)", "PESQ-WB", "STOI", "Real-time factor"):
+    for heading in (
+        "SI-SDR (dB)",
+        "SI-SDR improvement (dB)",
+        "PESQ-WB",
+        "STOI",
+        "Real-time factor",
+    ):
         assert heading in text
     assert "| system | all | hum | white | 0 dB | 10 dB |" in text and "| Wiener |" in text
     assert "orphan.wav" in captured.err  # no clean partner: skipped, named
@@ -71,10 +87,20 @@ def test_folder_pair_table_and_json(models: dict[str, Path], tmp_path: Path, cap
     assert report["rtf"] > 0 and report["markdown"].startswith("## tiny.pt")
 
 
-def test_demo_test_mixtures(models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_test_mixtures(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "demo.json"
-    code = main([f"model={models['ckpt']}", "data=demo", "data.test_mixtures=6", "limit=4",
-                 "pesq_stoi=false", f"json={out}"])
+    code = main(
+        [
+            f"model={models['ckpt']}",
+            "data=demo",
+            "data.test_mixtures=6",
+            "limit=4",
+            "pesq_stoi=false",
+            f"json={out}",
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     assert report["summary"]["n_clips"] == 4
@@ -83,7 +109,9 @@ def test_demo_test_mixtures(models: dict[str, Path], tmp_path: Path, capsys: pyt
     assert kinds == {"all", "noise", "snr"}
 
 
-def test_bad_arguments(models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_arguments(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["--help"]) == 0
     assert "noisy_dir=DIR" in capsys.readouterr().out
     half = tmp_path / "half.ckpt"

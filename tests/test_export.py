@@ -100,14 +100,28 @@ def test_exported_file_runs_without_audiodiag(ckpt: Path, exported: Path, tmp_pa
     script = tmp_path / "standalone.py"
     script.write_text(_STANDALONE)
     result = subprocess.run(
-        [sys.executable, str(script), str(exported), str(tmp_path / "inputs.pt"),
-         str(tmp_path / "outputs.pt")],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            str(script),
+            str(exported),
+            str(tmp_path / "inputs.pt"),
+            str(tmp_path / "outputs.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads(result.stdout.strip().splitlines()[-1])
-    assert info == {"sample_rate": 16000, "meta_rate": 16000, "latency": 384, "has_config": True,
-                    "layer": "sparse", "exported_layer": "elementwise"}
+    assert info == {
+        "sample_rate": 16000,
+        "meta_rate": 16000,
+        "latency": 384,
+        "has_config": True,
+        "layer": "sparse",
+        "exported_layer": "elementwise",
+    }
     outputs = torch.load(tmp_path / "outputs.pt", weights_only=True)
     with torch.no_grad():
         for name, x in inputs.items():
@@ -146,7 +160,9 @@ def test_other_layers_and_modes_export_equal(kwargs: dict, tmp_path: Path) -> No
         assert float((loaded(x) - net(x)).abs().max()) <= 1e-4
 
 
-def test_export_refuses_a_model_that_differs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_export_refuses_a_model_that_differs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import audiodiag.export as export_module
 
     real = export_module.exportable_net
@@ -163,7 +179,9 @@ def test_export_refuses_a_model_that_differs(monkeypatch: pytest.MonkeyPatch, tm
     assert not list(tmp_path.iterdir())
 
 
-def test_export_cli_errors_name_the_file(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_cli_errors_name_the_file(
+    ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     half = tmp_path / "half.ckpt"
     data = ckpt.read_bytes()
     half.write_bytes(data[: len(data) // 2])

@@ -21,7 +21,14 @@ from audiodiag.inference import (
     load_enhancer,
 )
 
-TINY_NET = {"kind": "gainnet", "layer": "sparse", "depth": 2, "context": 3, "channels": 2, "seed": 0}
+TINY_NET = {
+    "kind": "gainnet",
+    "layer": "sparse",
+    "depth": 2,
+    "context": 3,
+    "channels": 2,
+    "seed": 0,
+}
 
 
 def make_checkpoint(path: Path, net: dict | None = None) -> Path:
@@ -37,8 +44,14 @@ def make_checkpoint(path: Path, net: dict | None = None) -> Path:
     noisy = clean + 0.05 * torch.randn(2, 4000, generator=generator)
     batch = {"noisy": noisy, "clean": clean, "length": torch.full((2,), 4000)}
     trainer = pl.Trainer(
-        max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, accelerator="cpu", devices=1,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -124,7 +137,9 @@ def test_exported_stream_matches_streaming_enhancer(models: dict[str, Path]) -> 
     assert _max_diff(a.flush(), b.flush()) <= 1e-4
 
 
-@pytest.mark.parametrize(("orig", "new"), [(44100, 16000), (16000, 44100), (8000, 16000), (48000, 16000)])
+@pytest.mark.parametrize(
+    ("orig", "new"), [(44100, 16000), (16000, 44100), (8000, 16000), (48000, 16000)]
+)
 def test_streaming_resampler_equals_whole(orig: int, new: int) -> None:
     from audiodiag.audio import resample
 
@@ -152,7 +167,12 @@ def test_chunked_file_equals_whole_file(models: dict[str, Path], kind: str, tmp_
     # FLOAT output keeps the comparison free of 16-bit quantisation.
     enhance_file(enhancer, src, tmp_path / "out_float.wav", block_seconds=0.3)
     info = sf.info(str(out.with_name("out_float.wav")))
-    assert (info.samplerate, info.channels, info.frames, info.subtype) == (rate, 2, x.shape[0], "FLOAT")
+    assert (info.samplerate, info.channels, info.frames, info.subtype) == (
+        rate,
+        2,
+        x.shape[0],
+        "FLOAT",
+    )
     chunked, _ = sf.read(str(out.with_name("out_float.wav")), dtype="float32", always_2d=True)
     whole = enhance_waveform(enhancer, torch.from_numpy(x.T.copy()), rate).numpy().T
     assert float(np.abs(chunked - np.clip(whole, -1, 1)).max()) <= 1e-4
@@ -175,7 +195,9 @@ def test_wiener_windows_close_to_whole(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["ckpt", "exported", "wiener"])
 @pytest.mark.parametrize("case", ["silent", "clipped", "short"])
-def test_degenerate_input_no_nan_same_length(models: dict[str, Path], kind: str, case: str, tmp_path: Path) -> None:
+def test_degenerate_input_no_nan_same_length(
+    models: dict[str, Path], kind: str, case: str, tmp_path: Path
+) -> None:
     enhancer = load_enhancer(models.get(kind, kind))
     if case == "silent":
         x = np.zeros((8000, 1), dtype=np.float32)
@@ -208,7 +230,9 @@ class _Evil:
         return (print, ("UNPICKLED CODE RAN",))
 
 
-def test_checkpoint_is_loaded_weights_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_checkpoint_is_loaded_weights_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"net": {}}, "payload": _Evil()}, path)
     with pytest.raises(ModelLoadError, match="weights_only"):
@@ -243,9 +267,19 @@ _MEMORY_SCRIPT = textwrap.dedent(
 
 def _extra_memory_mb(models: dict[str, Path], tmp_path: Path, seconds: float) -> float:
     result = subprocess.run(
-        [sys.executable, "-c", _MEMORY_SCRIPT, str(tmp_path / "long.wav"), str(tmp_path / "out.wav"),
-         str(models["exported"]), str(seconds)],
-        capture_output=True, text=True, check=True, timeout=1800,
+        [
+            sys.executable,
+            "-c",
+            _MEMORY_SCRIPT,
+            str(tmp_path / "long.wav"),
+            str(tmp_path / "out.wav"),
+            str(models["exported"]),
+            str(seconds),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
     )
     frames = sf.info(str(tmp_path / "out.wav")).frames
     assert frames == int(seconds) * 16000

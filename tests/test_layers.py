@@ -306,3 +306,11 @@ def test_cuda_matches_cpu_and_runs_under_bf16_autocast(name):
         y = layer_cuda(x.cuda())
         y.float().sum().backward()
     torch.testing.assert_close(y.float().cpu(), expected, rtol=3e-2, atol=3e-2)
+
+
+def test_parameter_count_is_the_shared_layout_for_every_form():
+    from audiodiag.layers import count_parameters
+
+    counts = {name: count_parameters(_TwoLayerNet(name)) for name in IMPLEMENTATIONS}
+    assert set(counts.values()) == {2 * (7 + 7)}
+    assert count_parameters(make_diagonal("mask", 5, bandwidth=1)) == 3 * 5 + 5
