@@ -188,17 +188,17 @@ def evaluate_clips(
     from tqdm import tqdm
 
     from audiodiag.module import (
-        _per_clip_si_sdr,
-        _pesq_stoi_available,
-        _pesq_wb,
-        _stoi,
+        per_clip_si_sdr,
+        pesq_stoi_available,
+        pesq_wb,
         silent_mask,
+        stoi_score,
         summarize_test_records,
     )
 
     note = ""
     if pesq_stoi:
-        pesq_stoi, note = _pesq_stoi_available()
+        pesq_stoi, note = pesq_stoi_available()
     records: list[dict[str, Any]] = []
     model_seconds = 0.0
     audio_seconds = 0.0
@@ -222,14 +222,14 @@ def evaluate_clips(
             "seconds": noisy.shape[-1] / rate,
             "silent": silent,
             "si_sdr": {
-                name: float(_per_clip_si_sdr(wav.unsqueeze(0), clean.unsqueeze(0), length)[0])
+                name: float(per_clip_si_sdr(wav.unsqueeze(0), clean.unsqueeze(0), length)[0])
                 for name, wav in systems.items()
             },
         }
         if pesq_stoi and not silent:
             clean_np = clean.numpy()
-            record["pesq"] = {k: _pesq_wb(clean_np, v.numpy(), rate) for k, v in systems.items()}
-            record["stoi"] = {k: _stoi(clean_np, v.numpy(), rate) for k, v in systems.items()}
+            record["pesq"] = {k: pesq_wb(clean_np, v.numpy(), rate) for k, v in systems.items()}
+            record["stoi"] = {k: stoi_score(clean_np, v.numpy(), rate) for k, v in systems.items()}
         records.append(record)
     if not records:
         raise CliError("no clips to score")

@@ -127,7 +127,7 @@ def silent_mask(clean: Tensor, lengths: Tensor | None = None) -> Tensor:
     return energy.sqrt() < SILENCE_RMS
 
 
-def _per_clip_si_sdr(estimate: Tensor, clean: Tensor, lengths: Tensor) -> Tensor:
+def per_clip_si_sdr(estimate: Tensor, clean: Tensor, lengths: Tensor) -> Tensor:
     """(B,) zero-mean SI-SDR of each clip over its true length (padding excluded)."""
     estimate, clean = estimate.float(), clean.float()
     if bool((lengths == clean.shape[-1]).all()):
@@ -141,7 +141,7 @@ def _per_clip_si_sdr(estimate: Tensor, clean: Tensor, lengths: Tensor) -> Tensor
     return torch.stack(values)
 
 
-def _pesq_stoi_available() -> tuple[bool, str]:
+def pesq_stoi_available() -> tuple[bool, str]:
     missing = []
     for name in ("pesq", "pystoi"):
         try:
@@ -156,7 +156,7 @@ def _pesq_stoi_available() -> tuple[bool, str]:
     return True, ""
 
 
-def _pesq_wb(clean: Any, degraded: Any, sample_rate: int) -> float:
+def pesq_wb(clean: Any, degraded: Any, sample_rate: int) -> float:
     """Wideband PESQ of one clip (16 kHz; resampled if needed), NaN where PESQ refuses."""
     from pesq import pesq
 
@@ -171,7 +171,7 @@ def _pesq_wb(clean: Any, degraded: Any, sample_rate: int) -> float:
         return math.nan
 
 
-def _stoi(clean: Any, degraded: Any, sample_rate: int) -> float:
+def stoi_score(clean: Any, degraded: Any, sample_rate: int) -> float:
     """STOI of one clip, NaN where pystoi cannot score it (too short after silence removal)."""
     import warnings
 
@@ -310,8 +310,8 @@ class GainLearner(pl.LightningModule):
             lengths = torch.full((noisy.shape[0],), noisy.shape[-1], device=noisy.device)
         valid = ~silent_mask(clean, lengths)
         self._silent_skipped += int((~valid).sum())
-        sdr_enh = _per_clip_si_sdr(enhanced, clean, lengths)
-        sdr_noisy = _per_clip_si_sdr(noisy, clean, lengths)
+        sdr_enh = per_clip_si_sdr(enhanced, clean, lengths)
+        sdr_noisy = per_clip_si_sdr(noisy, clean, lengths)
         return sdr_enh, sdr_noisy, lengths, valid
 
     @staticmethod
@@ -348,7 +348,7 @@ class GainLearner(pl.LightningModule):
         self._silent_skipped = 0
         self._pesq_stoi_on = False
         if self.hparams["test_pesq_stoi"]:
-            ok, why = _pesq_stoi_available()
+            ok, why = pesq_stoi_available()
             self._pesq_stoi_on = ok
             if not ok:
                 rank_zero_info(why)
@@ -374,9 +374,7 @@ class GainLearner(pl.LightningModule):
         source_ids = list(batch.get("source_id", [""] * size))
         clean_np = clean.float().cpu().numpy()
         outs_np = {name: wav.detach().cpu().numpy() for name, wav in systems.items()}
-        sdr_ref = (
-            _per_clip_si_sdr(systems["reference"], clean, lengths) if self._reference else None
-        )
+        sdr_ref = per_clip_si_sdr(systems["reference"], clean, lengths) if self._reference else None
         for i in range(size):
             n = int(lengths[i])
             record: dict[str, Any] = {
@@ -392,10 +390,10 @@ class GainLearner(pl.LightningModule):
             if self._pesq_stoi_on and bool(valid[i]):
                 ref_clean = clean_np[i, :n]
                 record["pesq"] = {
-                    k: _pesq_wb(ref_clean, v[i, :n], self.sample_rate) for k, v in outs_np.items()
+                    k: pesq_wb(ref_clean, v[i, :n], self.sample_rate) for k, v in outs_np.items()
                 }
                 record["stoi"] = {
-                    k: _stoi(ref_clean, v[i, :n], self.sample_rate) for k, v in outs_np.items()
+                    k: stoi_score(ref_clean, v[i, :n], self.sample_rate) for k, v in outs_np.items()
                 }
             self.test_records.append(record)
         if self._pesq_stoi_on:

@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader, Dataset
 from audiodiag.module import (
     GainLearner,
     NonFiniteLossError,
-    _pesq_wb,
     _WarmupCosine,
     build_net,
     markdown_test_report,
+    pesq_wb,
     summarize_test_records,
 )
 
@@ -185,7 +185,7 @@ def test_test_step_records_and_pesq_stoi_by_group():
 def test_pesq_returns_nan_on_silence_instead_of_raising():
     pytest.importorskip("pesq")
     silence = torch.zeros(SR).numpy()
-    assert math.isnan(_pesq_wb(silence, silence, SR))
+    assert math.isnan(pesq_wb(silence, silence, SR))
 
 
 def test_summary_groups_by_noise_and_snr_and_skips_silent():
