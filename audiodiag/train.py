@@ -228,6 +228,28 @@ def _error_line(error: BaseException) -> str:
     return " <- ".join(parts)
 
 
+def _test_trainer(trainer: pl.Trainer, trainer_cfg: DictConfig, loggers: list) -> pl.Trainer:
+    """The trainer that runs the test set.
+
+    Spawn strategies fit in child processes, so the launching process holds no process group:
+    it tests there itself, on one device. Every clip is then scored exactly once (no
+    DistributedSampler padding), the per-clip records stay in this process for the report, and
+    no second round of spawned gloo processes is needed.
+    """
+    if "spawn" not in str(trainer_cfg.get("strategy", "auto")) or trainer.world_size == 1:
+        return trainer
+    return pl.Trainer(
+        accelerator=trainer_cfg.get("accelerator", "auto"),
+        devices=1,
+        num_nodes=1,
+        precision=trainer_cfg.precision,
+        logger=loggers or False,
+        enable_checkpointing=False,
+        enable_progress_bar=trainer_cfg.get("enable_progress_bar", True),
+        enable_model_summary=False,
+    )
+
+
 def train(cfg: DictConfig) -> float:
     """Run one training (or evaluation-only) job described by ``cfg``; return the monitor value.
 
@@ -337,10 +359,11 @@ def _train(cfg: DictConfig, output_dir: Path, metrics: dict[str, Any]) -> float:
         raise KeyboardInterrupt("training was interrupted; resume with ckpt_path=last")
 
     if cfg.get("test", True):
-        tested = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt)
+        tester = _test_trainer(trainer, trainer_cfg, loggers)
+        tested = tester.test(module, datamodule=datamodule, ckpt_path=test_ckpt)
         for key, value in (tested[0] if tested else {}).items():
             metrics[key] = _finite(value)
-        if trainer.is_global_zero and module.test_records:
+        if tester.is_global_zero and module.test_records:
             summary = summarize_test_records(module.test_records)
             name = "Wiener" if is_wiener else f"GainNet ({cfg.layer.name})"
             report = markdown_test_report(summary, {"model": name})

@@ -233,6 +233,9 @@ def test_ddp_on_cpu_with_two_gloo_processes(tmp_path, strategy):
     # launching process's trainer never sees the loop state, so read it from the checkpoint.)
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 2
+    # The test set is scored once, every clip, and reported, whichever launcher ran the fit.
+    clips = json.loads((run_dir / "test_results.json").read_text())["clips"]
+    assert len(clips) == 4
     assert "ddp" in (run_dir / "resolved_config.yaml").read_text()
 
 
