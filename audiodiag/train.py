@@ -401,7 +401,15 @@ def main(cfg: DictConfig) -> float:
     # Sharing 2 cores with DataLoader workers: let users cap threads without code changes.
     if os.environ.get("AUDIODIAG_NUM_THREADS"):
         torch.set_num_threads(int(os.environ["AUDIODIAG_NUM_THREADS"]))
-    return train(cfg)
+    try:
+        return train(cfg)
+    except (ValueError, OSError) as error:
+        # A bad value, path or file: one line that names it (metrics.json has it too). In a
+        # multirun the error stays an exception, so the sweeper records the job as failed.
+        if _is_multirun() or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        log.error("%s (HYDRA_FULL_ERROR=1 shows the traceback)", _error_line(error))
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -276,3 +276,17 @@ def test_model_configs_expose_every_argument_with_its_default(kind):
             assert model[name] == trained[name], (name, model[name])
         elif name not in interpolated:
             assert model[name] == parameter.default, (name, model[name], parameter.default)
+
+
+def test_missing_dataset_ends_in_one_line_naming_path_and_flag(tmp_path):
+    missing = tmp_path / "nowhere"
+    result = _run_cli(
+        ["data=librispeech", f"data.speech.root={missing}", f"hydra.run.dir={tmp_path / 'run'}"],
+        tmp_path,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "Traceback" not in output
+    assert str(missing) in output and "data.speech.download=true" in output
+    assert _metrics(tmp_path / "run")["status"] == "failed"
