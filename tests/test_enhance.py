@@ -10,24 +10,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from test_inference import export_file, make_checkpoint
 
 from audiodiag.enhance import enhance_paths, main
 from audiodiag.inference import load_enhancer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("model")
-    return export_file(make_checkpoint(root / "tiny.ckpt"), root / "tiny.pt")
+@pytest.fixture
+def model(models: dict[str, Path]) -> Path:
+    return models["exported"]
 
 
 # (relative path, sample rate, channels, frames, subtype)

@@ -8,25 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-from test_inference import export_file, make_checkpoint
 
 from audiodiag.evaluate import main
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("models")
-    ckpt = make_checkpoint(root / "tiny.ckpt")
-    return {"ckpt": ckpt, "exported": export_file(ckpt, root / "tiny.pt")}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pairs(root: Path) -> None:

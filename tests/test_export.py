@@ -10,24 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_inference import make_checkpoint
 
 from audiodiag.export import ExportError, export_onnx, export_torchscript, main
 from audiodiag.inference import load_checkpoint
 from audiodiag.model import GainNet
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
+def ckpt(models: dict[str, Path]) -> Path:
+    return models["ckpt"]
 
 
 @pytest.fixture(scope="module")

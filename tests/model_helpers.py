@@ -1,0 +1,55 @@
+"""A tiny trained checkpoint and its export, shared by the inference, export, enhance and
+evaluate tests (built once per session by the ``models`` fixture in conftest.py)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+TINY_NET = {
+    "kind": "gainnet",
+    "layer": "sparse",
+    "depth": 2,
+    "context": 3,
+    "channels": 2,
+    "seed": 0,
+}
+
+
+def make_checkpoint(path: Path, net: dict | None = None) -> Path:
+    """A real GainLearner checkpoint: one optimisation step with Lightning, then save_checkpoint."""
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+
+    from audiodiag.module import GainLearner
+
+    model = GainLearner(net=net or TINY_NET, scheduler={"name": "none"}, test_pesq_stoi=False)
+    generator = torch.Generator().manual_seed(0)
+    clean = 0.1 * torch.randn(2, 4000, generator=generator)
+    noisy = clean + 0.05 * torch.randn(2, 4000, generator=generator)
+    batch = {"noisy": noisy, "clean": clean, "length": torch.full((2,), 4000)}
+    trainer = pl.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, train_dataloaders=DataLoader([batch], batch_size=None))
+    trainer.save_checkpoint(path)
+    return path
+
+
+def export_file(ckpt: Path, out: Path) -> Path:
+    """Export ``ckpt`` to a TorchScript file with the library call the CLI uses."""
+    from audiodiag.export import export_checkpoint
+
+    export_checkpoint(ckpt, out)
+    return out
