@@ -326,7 +326,60 @@ class _HelperStream:
         return self.streamer.flush().float().cpu().reshape(self.batch, -1)
 
 
-class _WindowStream:
+class _OverlappedSegments:
+    """Cuts a stream into segments of ``segment`` samples, each processed with ``context`` real
+    samples on either side, keeping only the input that later segments still need.
+
+    Subclasses say how one segment is processed (:meth:`_run`); this class owns the buffer, so
+    memory is bounded by ``segment + 2 * context``, not by the stream.
+    """
+
+    def __init__(self, segment: int, context: int) -> None:
+        self.segment = segment
+        self.context = context
+        self.buffer: Tensor | None = None
+        self.buffer_start = 0  # global index of buffer[..., 0]
+        self.next_in = 0  # global index where the next output segment starts
+        self.total = 0
+
+    def _run(self, piece: Tensor, lo: int, start: int, end: int | None) -> Tensor:
+        """Output for input ``[start, end)`` (``None``: to the end) from ``piece`` starting at ``lo``."""
+        raise NotImplementedError
+
+    def _segment(self, start: int, end: int | None) -> Tensor:
+        assert self.buffer is not None
+        lo = max(0, start - self.context)
+        hi = self.total if end is None else min(self.total, end + self.context)
+        piece = self.buffer[..., lo - self.buffer_start : hi - self.buffer_start]
+        return self._run(piece, lo, start, end)
+
+    def _push(self, block: Tensor) -> Tensor:
+        """Append (channels, n); returns the output of every segment that is now complete."""
+        self.buffer = block if self.buffer is None else torch.cat([self.buffer, block], dim=-1)
+        self.total += block.shape[-1]
+        outs = []
+        while self.next_in + self.segment + self.context <= self.total:
+            end = self.next_in + self.segment
+            outs.append(self._segment(self.next_in, end))
+            self.next_in = end
+            keep_from = max(0, self.next_in - self.context)
+            self.buffer = self.buffer[..., keep_from - self.buffer_start :]
+            self.buffer_start = keep_from
+        if not outs:
+            return block.new_zeros(block.shape[0], 0)
+        return torch.cat(outs, dim=-1)
+
+    def _finish(self) -> Tensor:
+        """The output of the last, partial segment once the input has ended."""
+        if self.buffer is None or self.next_in >= self.total:
+            channels = 1 if self.buffer is None else self.buffer.shape[0]
+            return torch.zeros(channels, 0)
+        out = self._segment(self.next_in, None)
+        self.next_in = self.total
+        return out
+
+
+class _WindowStream(_OverlappedSegments):
     """Non-causal models: windows of ``window`` samples with ``context`` real samples each side.
 
     Output sample ``s`` comes from the window whose centre part holds ``s``; this approximates
@@ -334,45 +387,18 @@ class _WindowStream:
     """
 
     def __init__(self, enhancer: Enhancer, window: int, context: int) -> None:
+        super().__init__(window, context)
         self.enhancer = enhancer
-        self.window = window
-        self.context = context
-        self.buffer: Tensor | None = None
-        self.buffer_start = 0  # global index of buffer[..., 0]
-        self.next_out = 0  # global index of the next output sample
-        self.total = 0
 
-    def _take(self, end: int, final: bool) -> Tensor:
-        assert self.buffer is not None
-        lo = max(0, self.next_out - self.context)
-        hi = self.total if final else min(self.total, end + self.context)
-        piece = self.buffer[..., lo - self.buffer_start : hi - self.buffer_start]
-        out = self.enhancer(piece)
-        return out[..., self.next_out - lo : end - lo]
+    def _run(self, piece: Tensor, lo: int, start: int, end: int | None) -> Tensor:
+        stop = self.total if end is None else end
+        return self.enhancer(piece)[..., start - lo : stop - lo]
 
     def process(self, block: Tensor) -> Tensor:
-        block = block.float().cpu()
-        self.buffer = block if self.buffer is None else torch.cat([self.buffer, block], dim=-1)
-        self.total += block.shape[-1]
-        outs = []
-        while self.next_out + self.window + self.context <= self.total:
-            end = self.next_out + self.window
-            outs.append(self._take(end, final=False))
-            self.next_out = end
-            keep_from = max(0, self.next_out - self.context)
-            self.buffer = self.buffer[..., keep_from - self.buffer_start :]
-            self.buffer_start = keep_from
-        if not outs:
-            return block.new_zeros(block.shape[0], 0)
-        return torch.cat(outs, dim=-1)
+        return self._push(block.float().cpu())
 
     def flush(self) -> Tensor:
-        if self.buffer is None or self.next_out >= self.total:
-            channels = 1 if self.buffer is None else self.buffer.shape[0]
-            return torch.zeros(channels, 0)
-        out = self._take(self.total, final=True)
-        self.next_out = self.total
-        return out
+        return self._finish()
 
 
 def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
@@ -436,7 +462,7 @@ def load_enhancer(spec: PathLike, device: torch.device | str = "cpu") -> Enhance
 # ---------------------------------------------------------------------------------------------
 # Resampling in blocks
 # ---------------------------------------------------------------------------------------------
-class StreamingResampler:
+class StreamingResampler(_OverlappedSegments):
     """Block-wise resampling equal to :func:`audiodiag.audio.resample` on the whole signal.
 
     torchaudio's polyphase sinc resampler maps input block ``i`` of ``orig/g`` samples to output
@@ -453,25 +479,17 @@ class StreamingResampler:
         self.orig_g, self.new_g = self.orig_freq // g, self.new_freq // g
         # torchaudio defaults: lowpass_filter_width=6, rolloff=0.99.
         width = math.ceil(6 * self.orig_g / (min(self.orig_g, self.new_g) * 0.99))
-        self.context = self.orig_g * (math.ceil((width + self.orig_g) / self.orig_g) + 1)
-        self.segment = self.orig_g * max(1, math.ceil(segment_samples / self.orig_g))
-        self.buffer: Tensor | None = None
-        self.buffer_start = 0
-        self.next_in = 0  # global input index where the next output segment starts
-        self.total = 0
+        context = self.orig_g * (math.ceil((width + self.orig_g) / self.orig_g) + 1)
+        super().__init__(self.orig_g * max(1, math.ceil(segment_samples / self.orig_g)), context)
 
     @property
     def passthrough(self) -> bool:
         """Same rate in and out: blocks pass unchanged."""
         return self.orig_freq == self.new_freq
 
-    def _segment(self, start: int, end: int | None) -> Tensor:
+    def _run(self, piece: Tensor, lo: int, start: int, end: int | None) -> Tensor:
         from audiodiag.audio import resample
 
-        assert self.buffer is not None
-        lo = max(0, start - self.context)
-        hi = self.total if end is None else min(self.total, end + self.context)
-        piece = self.buffer[..., lo - self.buffer_start : hi - self.buffer_start]
         out = resample(piece, self.orig_freq, self.new_freq)
         lo_out = lo // self.orig_g * self.new_g
         first = start // self.orig_g * self.new_g - lo_out
@@ -484,30 +502,14 @@ class StreamingResampler:
     def process(self, block: Tensor) -> Tensor:
         """Feed (channels, n); returns the output samples that are final."""
         block = block.float()
-        if self.passthrough:
-            return block
-        self.buffer = block if self.buffer is None else torch.cat([self.buffer, block], dim=-1)
-        self.total += block.shape[-1]
-        outs = []
-        while self.next_in + self.segment + self.context <= self.total:
-            end = self.next_in + self.segment
-            outs.append(self._segment(self.next_in, end))
-            self.next_in = end
-            keep_from = max(0, self.next_in - self.context)
-            self.buffer = self.buffer[..., keep_from - self.buffer_start :]
-            self.buffer_start = keep_from
-        if not outs:
-            return block.new_zeros(block.shape[0], 0)
-        return torch.cat(outs, dim=-1)
+        return block if self.passthrough else self._push(block)
 
     def flush(self) -> Tensor:
         """The remaining output once the input has ended."""
-        if self.passthrough or self.buffer is None or self.total == 0:
+        if self.passthrough:
             channels = 1 if self.buffer is None else self.buffer.shape[0]
             return torch.zeros(channels, 0)
-        out = self._segment(self.next_in, None)
-        self.next_in = self.total
-        return out
+        return self._finish()
 
 
 # ---------------------------------------------------------------------------------------------
