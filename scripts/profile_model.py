@@ -54,25 +54,30 @@ def profile(net: GainNet, batch: int, seconds: float, repeats: int) -> dict[str,
         gains = torch.full(spec.shape, 0.5, requires_grad=True)
         neg_si_sdr_loss(net.stft.synthesis(spec * gains, length), clean).backward()
 
-    def features() -> None:
-        with torch.no_grad():
-            net.features(net.stft.analysis(noisy))
+    def row(total: float, transforms: float, x: torch.Tensor) -> dict[str, float]:
+        """Split ``total`` ms; features are timed as (STFT + features) minus the STFT alone."""
 
-    def analysis_only() -> None:
-        with torch.no_grad():
-            net.stft.analysis(noisy)
+        def with_features() -> None:
+            with torch.no_grad():
+                net.features(net.stft.analysis(x))
+
+        def analysis_only() -> None:
+            with torch.no_grad():
+                net.stft.analysis(x)
+
+        feats = _median_ms(with_features, repeats) - _median_ms(analysis_only, repeats)
+        return {
+            "total": total,
+            "transforms": transforms,
+            "features": feats,
+            "network": total - transforms - feats,
+        }
 
     result: dict[str, dict[str, float]] = {}
     net.train()
-    total = _median_ms(train_total, repeats)
-    transforms = _median_ms(train_transforms, repeats)
-    feats = _median_ms(features, repeats) - _median_ms(analysis_only, repeats)
-    result["train step"] = {
-        "total": total,
-        "transforms": transforms,
-        "features": feats,
-        "network": total - transforms - feats,
-    }
+    result["train step"] = row(
+        _median_ms(train_total, repeats), _median_ms(train_transforms, repeats), noisy
+    )
     net.eval()
     clip = noisy[:1]
 
@@ -85,23 +90,9 @@ def profile(net: GainNet, batch: int, seconds: float, repeats: int) -> dict[str,
             spec = net.stft.analysis(clip)
             net.stft.synthesis(spec * 0.5, clip.shape[-1])
 
-    def infer_features() -> None:
-        with torch.no_grad():
-            net.features(net.stft.analysis(clip))
-
-    def infer_analysis() -> None:
-        with torch.no_grad():
-            net.stft.analysis(clip)
-
-    total = _median_ms(infer_total, repeats)
-    transforms = _median_ms(infer_transforms, repeats)
-    feats = _median_ms(infer_features, repeats) - _median_ms(infer_analysis, repeats)
-    result["inference (1 clip)"] = {
-        "total": total,
-        "transforms": transforms,
-        "features": feats,
-        "network": total - transforms - feats,
-    }
+    result["inference (1 clip)"] = row(
+        _median_ms(infer_total, repeats), _median_ms(infer_transforms, repeats), clip
+    )
     return result
 
 
