@@ -24,30 +24,22 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from audiodiag.layers import DiagonalLinear
+
 __all__ = ["TensorBoardMediaLogger", "per_bin_weights"]
 
 
-def per_bin_weights(net: nn.Module, n_bins: int | None = None) -> dict[str, Tensor]:
-    """The diagonal layers' weights from ``net``'s state_dict, as (curves, bins) tensors.
+def per_bin_weights(net: nn.Module) -> dict[str, Tensor]:
+    """Every diagonal layer's weight in the family's shared layout, ``(2k+1, bins)``, by name.
 
-    Every implementation saves the same layout (``weight`` of shape (bins,), or (2k+1, bins)
-    for bandwidth k), so the state_dict is read rather than the parameters (``mask`` keeps a
-    dense matrix internally). ``n_bins`` defaults to the most common trailing size among them.
+    Read through :meth:`DiagonalLinear.bands`, so ``mask`` (a dense matrix inside) plots the
+    same curves as the other implementations.
     """
-    candidates: dict[str, Tensor] = {}
-    for name, value in net.state_dict().items():
-        if not name.endswith("weight") or not torch.is_floating_point(value):
-            continue
-        if value.dim() == 1 or (
-            value.dim() == 2 and value.shape[0] % 2 == 1 and value.shape[0] < 16
-        ):
-            candidates[name] = value.detach().float().cpu().reshape(-1, value.shape[-1])
-    if not candidates:
-        return {}
-    if n_bins is None:
-        sizes = [v.shape[-1] for v in candidates.values()]
-        n_bins = max(set(sizes), key=sizes.count)
-    return {k: v for k, v in candidates.items() if v.shape[-1] == n_bins}
+    return {
+        f"{name}.weight": layer.bands().detach().float().cpu()
+        for name, layer in net.named_modules()
+        if isinstance(layer, DiagonalLinear)
+    }
 
 
 def _log_spectrogram(wave: Tensor, n_fft: int, hop: int) -> Tensor:
@@ -144,7 +136,7 @@ class TensorBoardMediaLogger(pl.Callback):
         n_fft: int = int(self.n_fft or getattr(net, "n_fft", 512) or 512)
         hop: int = int(self.hop_length or getattr(net, "hop_length", n_fft // 4) or n_fft // 4)
         gains = self._gains(net, clips, pl_module.device)
-        weights = per_bin_weights(net, n_fft // 2 + 1)
+        weights = per_bin_weights(net)
         for writer in self._writers(trainer):
             for i in range(clips["noisy"].shape[0]):
                 n = int(clips["length"][i])

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from audiodiag.features import PerBinFeatures, StftFrontEnd, num_frames
+from audiodiag.features import PerBinFeatures, StftFrontEnd
 from audiodiag.layers import IMPLEMENTATIONS, count_parameters, make_diagonal
 
 __all__ = ["GainNet", "ACTIVATIONS"]
@@ -370,8 +370,3 @@ class GainNet(nn.Module):
             f"context={self.context}, channels={self.channels}, causal={self.causal}, "
             f"gain_floor_db={self.gain_floor_db}, bandwidth={self.bandwidth}"
         )
-
-
-def expected_frames(net: GainNet, num_samples: int) -> int:
-    """Frames the net's front end makes for ``num_samples`` samples."""
-    return num_frames(num_samples, net.n_fft, net.hop_length)

@@ -248,3 +248,15 @@ def test_hparams_survive_torch_save_weights_only():
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=True)
     assert loaded["hyper_parameters"]["loss"] == {"si_sdr": 1.0, "spectral": 0.5}
+
+
+def test_per_bin_weights_read_every_diagonal_layer_in_the_shared_layout():
+    from audiodiag.callbacks import per_bin_weights
+    from audiodiag.model import GainNet
+
+    dense = per_bin_weights(GainNet(layer="mask", bandwidth=1, depth=1))
+    vector = per_bin_weights(GainNet(layer="diag", bandwidth=1, depth=1))
+    assert dense.keys() == vector.keys() and len(dense) == GainNet(depth=1).num_diagonal_layers
+    for name, bands in dense.items():
+        assert bands.shape == (3, 257)
+        torch.testing.assert_close(bands, vector[name])
