@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -175,11 +174,7 @@ class GainNetworkOnFeatures(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         """Gains for whole-clip features."""
-        h = features
-        for block in self.net.blocks:
-            padded = F.pad(h, (0, 0, 0, 0, self.net.left_context, self.net.right_context))
-            h = block(h, padded)
-        return self.net._head(h)
+        return self.net.gains_from_features(features)
 
 
 def net_features(net: nn.Module, spec: Tensor) -> Tensor:

@@ -287,7 +287,9 @@ class PerBinFeatures(nn.Module):
         # 0.2: log-power deviations span about +-10 nats; keep pre-activations near unit scale.
         rel_mean = (logp - mean) * 0.2
         rel_floor = (logp - floor) * 0.2
-        return torch.stack([rel_mean, rel_floor], dim=1).permute(0, 3, 1, 2)
+        # Stacked time-major: torch.stft's output is (B, N, F) in memory, so this is a plain copy
+        # and every channel (B, N, F) keeps bins contiguous for the diagonal layers.
+        return torch.stack([rel_mean.transpose(1, 2), rel_floor.transpose(1, 2)], dim=2)
 
     def extra_repr(self) -> str:
         return (

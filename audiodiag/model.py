@@ -58,13 +58,15 @@ class DiagonalBlock(nn.Module):
     """One block: ``out_j = act(sum_{i, k} D_{j,i,k}(h_i[t - k]))`` (+ ``h_j`` when residual).
 
     ``layers[j * in_channels * context + i * context + k]`` is ``D_{j,i,k}``, a diagonal layer on
-    the frequency axis. Input ``h`` is (B, n, in_channels, F); ``padded`` is ``h`` with
-    ``context - 1`` frames around it in time (history or zero padding).
+    the frequency axis; only ``D_{j,0,0}`` has a bias (one per output: the others would add up to
+    the same thing). Each output's sum accumulates through the layers' ``add=`` argument, and the
+    hidden signals travel as one (B, n, F) tensor per channel, so bins stay contiguous and no
+    stack/unbind copies are made, forward or backward.
     """
 
     def __init__(
         self,
-        make_layer: Callable[[], nn.Module],
+        make_layer: Callable[[bool], nn.Module],
         in_channels: int,
         out_channels: int,
         context: int,
@@ -77,35 +79,36 @@ class DiagonalBlock(nn.Module):
         self.context = context
         self.residual = residual and in_channels == out_channels
         self.activation = activation
+        per_output = in_channels * context
         self.layers = nn.ModuleList(
-            make_layer() for _ in range(out_channels * in_channels * context)
+            make_layer(n % per_output == 0) for n in range(out_channels * per_output)
         )
 
-    def forward(self, h: Tensor, padded: Tensor) -> Tensor:
-        count = h.shape[1]
-        # One unbind per block (its backward is a single stack) rather than a select per tap.
-        channels = padded.unbind(2)
+    def forward(self, padded: list[Tensor], start: int) -> list[Tensor]:
+        """``padded[i]``: channel ``i`` (B, n + context - 1, F) with its context frames around
+        it; frame ``t`` of the block's own input is ``padded[i][:, start + t]``. Returns the
+        ``out_channels`` outputs, each (B, n, F)."""
+        count = padded[0].shape[1] - (self.context - 1)
         taps: list[Tensor] = []
         for i in range(self.in_channels):
             for k in range(self.context):
-                # Lag k reads k frames back; slices are views, no copies.
-                start = self.context - 1 - k
-                taps.append(channels[i][:, start : start + count])
+                # Lag k reads padded[t + context-1-k]; slices are views, no copies.
+                first = self.context - 1 - k
+                taps.append(padded[i][:, first : first + count])
         per_output = self.in_channels * self.context
         sums: list[Tensor] = []
         for n, layer in enumerate(self.layers):
-            y = layer(taps[n % per_output])
             if n % per_output == 0:
-                sums.append(y)
+                sums.append(layer(taps[0]))
             else:
-                sums[-1] = sums[-1] + y
+                sums[-1] = layer(taps[n % per_output], add=sums[-1])
         outs: list[Tensor] = []
         for j in range(self.out_channels):
             out = self.activation(sums[j])
             if self.residual:
-                out = out + h[:, :, j]
+                out = out + padded[j][:, start : start + count]
             outs.append(out)
-        return torch.stack(outs, dim=2)
+        return outs
 
     def extra_repr(self) -> str:
         return (
@@ -207,15 +210,15 @@ class GainNet(nn.Module):
         self.left_context = context - 1 if causal else (context - 1) // 2
         self.right_context = context - 1 - self.left_context
 
-        def diagonal() -> nn.Module:
-            return make_diagonal(layer, self.num_bins, bias=True, bandwidth=bandwidth)
+        def diagonal(bias: bool) -> nn.Module:
+            return make_diagonal(layer, self.num_bins, bias=bias, bandwidth=bandwidth)
 
         in_channels = [PerBinFeatures.num_features] + [channels] * (depth - 1)
         self.blocks = nn.ModuleList(
             DiagonalBlock(diagonal, c_in, channels, context, self.activation, residual)
             for c_in in in_channels
         )
-        self.head = nn.ModuleList(diagonal() for _ in range(channels))
+        self.head = nn.ModuleList(diagonal(j == 0) for j in range(channels))
         self.in_channels = in_channels
         self._initialise(initial_gain, seed)
 
@@ -237,7 +240,7 @@ class GainNet(nn.Module):
             logit = math.log(target / (1.0 - target))
             for layer in self.head:
                 weight = (torch.rand(bins, generator=generator) * 2 - 1) * 0.1
-                _set_diagonal(layer, weight, torch.full((bins,), logit / self.channels))
+                _set_diagonal(layer, weight, torch.full((bins,), logit))
 
     # ------------------------------------------------------------------ core recursion
     def initial_state(self, batch: int, like: Tensor) -> list[Tensor]:
@@ -250,11 +253,12 @@ class GainNet(nn.Module):
             state.append(like.new_zeros(batch, self.context - 1, c_in, self.num_bins))
         return state
 
-    def _head(self, h: Tensor) -> Tensor:
-        """(B, n, C, F) -> gains (B, F, n) in [floor, 1]."""
-        z = torch.zeros_like(h[:, :, 0])
+    def _head(self, h: list[Tensor]) -> Tensor:
+        """Channels, each (B, n, F) -> gains (B, F, n) in [floor, 1]."""
+        z = self.head[0](h[0])
         for j, layer in enumerate(self.head):
-            z = z + layer(h[:, :, j])
+            if j > 0:
+                z = layer(h[j], add=z)
         gain = self.gain_floor + (1.0 - self.gain_floor) * torch.sigmoid(z)
         return gain.transpose(1, 2)
 
@@ -268,25 +272,29 @@ class GainNet(nn.Module):
             raise RuntimeError("gains_chunk needs a causal GainNet (causal=True)")
         features, feature_state = self.features.causal_chunk(spec, state[:4])
         new_state = feature_state
-        h = features
+        h = list(features.unbind(2))
+        history = self.context - 1
         for index, block in enumerate(self.blocks):
-            padded = torch.cat([state[4 + index], h], dim=1)
-            new_state.append(padded[:, padded.shape[1] - (self.context - 1) :])
-            h = block(h, padded)
+            past = state[4 + index].unbind(2)
+            padded = [torch.cat([past[i], h[i]], dim=1) for i in range(len(h))]
+            tail = padded[0].shape[1] - history
+            new_state.append(torch.stack([p[:, tail:] for p in padded], dim=2))
+            h = block(padded, history)
         return self._head(h), new_state
+
+    def gains_from_features(self, features: Tensor) -> Tensor:
+        """Whole-clip gains (B, F, N) from features (B, N, 2, F): zero history before the first
+        frame (causal) or the centred context with zero padding (offline)."""
+        h = list(features.unbind(2))
+        pad = (0, 0, self.left_context, self.right_context)
+        for block in self.blocks:
+            padded = [torch.nn.functional.pad(x, pad) if self.context > 1 else x for x in h]
+            h = block(padded, self.left_context)
+        return self._head(h)
 
     def gains_from_spec(self, spec: Tensor) -> Tensor:
         """Gains (B, F, N) for a whole complex spectrogram (B, F, N)."""
-        batch = spec.shape[0]
-        if self.causal:
-            gains, _ = self.gains_chunk(spec, self.initial_state(batch, spec.real))
-            return gains
-        h = self.features(spec)
-        for block in self.blocks:
-            padded = torch.nn.functional.pad(h, (0, 0, 0, 0, self.left_context, self.right_context))
-            # Lag k reads padded[t + context-1-k]: with right padding the window is centred.
-            h = block(h, padded)
-        return self._head(h)
+        return self.gains_from_features(self.features(spec))
 
     # ------------------------------------------------------------------ public API
     def _as_batch(self, waveform: Tensor) -> Tensor:

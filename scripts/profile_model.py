@@ -1,9 +1,12 @@
 """Where GainNet's time goes: STFT/iSTFT vs features vs the diagonal network.
 
 Prints two tables: a training step (forward + backward of the SI-SDR loss on a batch) and
-inference (no grad, one clip), each split into the transforms (analysis STFT + overlap-add
-synthesis), the features (no parameters, no gradient) and the network (the rest), plus the
-analytic multiply-adds per second of audio from ``GainNet.macs_per_second``.
+inference (no grad, one clip), each split, with clocks inside the same step, into the
+transforms (analysis STFT, applying the gains, overlap-add synthesis and the loss, forward and
+backward), the features (no parameters, no gradient) and the network (the diagonal layers,
+activations and the gain nonlinearity, forward and backward), plus the analytic multiply-adds
+per second of audio from ``GainNet.macs_per_second``. The per-part medians need not add up
+to the median total.
 
 Usage::
 
@@ -20,7 +23,6 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable
 
 import torch
 
@@ -28,71 +30,68 @@ from audiodiag.losses import neg_si_sdr_loss
 from audiodiag.model import GainNet
 
 
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up (allocator, lazy init)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+def split_step(net: GainNet, noisy: torch.Tensor, clean: torch.Tensor | None) -> dict[str, float]:
+    """Seconds per part of one real step, timed in place.
+
+    The step is GainNet's own forward written out (analysis, features, gains, masked synthesis,
+    loss) with a clock between the parts. In a training step, hooks on the enhanced waveform
+    and on the gains mark where the backward pass leaves the loss, then the transforms, and
+    enters the network. ``clean=None`` times inference (no gradient, no loss).
+    """
+    marks: dict[str, float] = {}
+
+    def mark(name: str) -> None:
+        marks[name] = time.perf_counter()
+
+    mark("start")
+    with torch.set_grad_enabled(clean is not None):
+        spec = net.stft.analysis(noisy)
+        mark("analysis")
+        features = net.features(spec)
+        mark("features")
+        gains = net.gains_from_features(features)
+        mark("network")
+        enhanced = net.stft.synthesis(spec * gains, noisy.shape[-1])
+        mark("synthesis")
+        if clean is not None:
+            loss = neg_si_sdr_loss(enhanced, clean)
+            mark("loss")
+            enhanced.register_hook(lambda grad: mark("loss_grad"))
+            gains.register_hook(lambda grad: mark("gains_grad"))
+            net.zero_grad(set_to_none=True)
+            loss.backward()
+    mark("end")
+    if clean is None:
+        marks.update(loss=marks["synthesis"], loss_grad=marks["end"], gains_grad=marks["end"])
+    return {
+        "total": marks["end"] - marks["start"],
+        "transforms": marks["analysis"]
+        - marks["start"]
+        + marks["synthesis"]
+        - marks["network"]
+        + marks["gains_grad"]
+        - marks["loss_grad"],
+        "loss": marks["loss"] - marks["synthesis"] + marks["loss_grad"] - marks["loss"],
+        "features": marks["features"] - marks["analysis"],
+        "network": marks["network"] - marks["features"] + marks["end"] - marks["gains_grad"],
+    }
 
 
 def profile(net: GainNet, batch: int, seconds: float, repeats: int) -> dict[str, dict[str, float]]:
-    """Median milliseconds per part for a training step and for inference."""
+    """Median milliseconds per part for a training step and for inference on one clip."""
     length = int(seconds * net.sample_rate)
     noisy = torch.randn(batch, length) * 0.1
     clean = torch.randn(batch, length) * 0.1
 
-    def train_total() -> None:
-        net.zero_grad(set_to_none=True)
-        neg_si_sdr_loss(net(noisy), clean).backward()
+    def medians(x: torch.Tensor, target: torch.Tensor | None) -> dict[str, float]:
+        split_step(net, x, target)  # warm-up (allocator, lazy init)
+        runs = [split_step(net, x, target) for _ in range(repeats)]
+        return {key: 1e3 * statistics.median(run[key] for run in runs) for key in runs[0]}
 
-    def train_transforms() -> None:
-        # Same transforms and loss, the gains replaced by a leaf that needs a gradient.
-        spec = net.stft.analysis(noisy)
-        gains = torch.full(spec.shape, 0.5, requires_grad=True)
-        neg_si_sdr_loss(net.stft.synthesis(spec * gains, length), clean).backward()
-
-    def row(total: float, transforms: float, x: torch.Tensor) -> dict[str, float]:
-        """Split ``total`` ms; features are timed as (STFT + features) minus the STFT alone."""
-
-        def with_features() -> None:
-            with torch.no_grad():
-                net.features(net.stft.analysis(x))
-
-        def analysis_only() -> None:
-            with torch.no_grad():
-                net.stft.analysis(x)
-
-        feats = _median_ms(with_features, repeats) - _median_ms(analysis_only, repeats)
-        return {
-            "total": total,
-            "transforms": transforms,
-            "features": feats,
-            "network": total - transforms - feats,
-        }
-
-    result: dict[str, dict[str, float]] = {}
     net.train()
-    result["train step"] = row(
-        _median_ms(train_total, repeats), _median_ms(train_transforms, repeats), noisy
-    )
+    result = {"train step": medians(noisy, clean)}
     net.eval()
-    clip = noisy[:1]
-
-    def infer_total() -> None:
-        with torch.no_grad():
-            net(clip)
-
-    def infer_transforms() -> None:
-        with torch.no_grad():
-            spec = net.stft.analysis(clip)
-            net.stft.synthesis(spec * 0.5, clip.shape[-1])
-
-    result["inference (1 clip)"] = row(
-        _median_ms(infer_total, repeats), _median_ms(infer_transforms, repeats), clip
-    )
+    result["inference (1 clip)"] = medians(noisy[:1], None)
     return result
 
 
@@ -119,13 +118,17 @@ def main() -> None:
         f"\nmeasured, median of {args.repeats} (batch {args.batch} x {args.seconds:g} s, "
         f"{args.threads} threads; inference on one clip)"
     )
-    print(f"  {'':<20}{'total ms':>10}{'transforms':>12}{'features':>10}{'network':>10}")
-    for name, parts in timings.items():
-        share = {k: 100 * parts[k] / parts["total"] for k in ("transforms", "features", "network")}
-        print(
-            f"  {name:<20}{parts['total']:>10.1f}"
-            f"{share['transforms']:>11.0f}%{share['features']:>9.0f}%{share['network']:>9.0f}%"
+    parts = ("transforms", "loss", "features", "network")
+    print(f"  {'':<20}{'total ms':>10}" + "".join(f"{part:>12}" for part in parts))
+    for name, times in timings.items():
+        cells = "".join(
+            f"{times[p]:>7.1f} ({100 * times[p] / times['total']:2.0f}%)" for p in parts
         )
+        print(f"  {name:<20}{times['total']:>10.1f}{cells}")
+    train = timings["train step"]
+    print(
+        f"\nnetwork / transforms in a training step: {train['network'] / train['transforms']:.2f}"
+    )
     audio_seconds = args.batch * args.seconds
     step = timings["train step"]["total"] / 1e3
     print(f"\ntraining throughput: {audio_seconds / step:.0f} s of audio per second (fwd+bwd)")

@@ -163,6 +163,37 @@ def test_mask_off_diagonal_stays_exactly_zero_through_training(optimizer):
     assert not torch.equal(layer.weight[~off_band], before[~off_band])
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+def test_add_argument_is_a_sum_with_the_same_gradients(name, bias):
+    # layer(x, add=a) == a + layer(x), forward and backward, a full-size or broadcast addend.
+    torch.manual_seed(1)
+    layer = make_diagonal(name, 7, bias=bias, init="normal")
+    for add_shape in [(3, 5, 7), (7,)]:
+        x = torch.randn(3, 5, 7, requires_grad=True)
+        add = torch.randn(add_shape, requires_grad=True)
+        upstream = torch.randn(3, 5, 7)
+        layer.zero_grad()
+        fused = layer(x, add=add)
+        grads = torch.autograd.grad((fused * upstream).sum(), [x, add, layer.weight])
+        separate = add + layer(x)
+        expected = torch.autograd.grad((separate * upstream).sum(), [x, add, layer.weight])
+        torch.testing.assert_close(fused, separate)
+        for got, want in zip(grads, expected, strict=True):
+            torch.testing.assert_close(got, want)
+
+
+def test_elementwise_fused_backward_passes_gradcheck():
+    layer = make_diagonal("elementwise", 4, init="normal").double()
+    x = torch.randn(2, 3, 4, dtype=torch.double, requires_grad=True)
+    add = torch.randn(2, 3, 4, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, a: layer(x, add=a), (x, add))
+    assert torch.autograd.gradcheck(
+        lambda w: torch.func.functional_call(layer, {"weight": w, "bias": layer.bias}, (x,)),
+        (layer.weight.detach().requires_grad_(),),
+    )
+
+
 def test_sparse_passes_gradient_to_diagonal_values():
     layer = make_diagonal("sparse", 5, bias=False)
     x = torch.randn(3, 5)
