@@ -15,8 +15,9 @@ a per-bin temporal convolution with untied weights across bins, never a dense la
 
 In causal mode (the default) everything is causal and frame-recursive: analysis frames end at
 the current hop, features use running statistics, and the temporal context looks back only.
-:meth:`GainNet.gains_chunk` exposes that recursion with an explicit state; the offline forward
-is the same function called once, which is what lets :mod:`audiodiag.streaming` reproduce it.
+:meth:`GainNet.gains_chunk` exposes that recursion with an explicit state (what
+:mod:`audiodiag.streaming` runs); the whole-clip forward computes the same thing with zero
+history, and the tests hold the two equal for any chunking.
 """
 
 from __future__ import annotations
