@@ -59,21 +59,25 @@ def split_step(net: GainNet, noisy: torch.Tensor, clean: torch.Tensor | None) ->
             enhanced.register_hook(lambda grad: mark("loss_grad"))
             gains.register_hook(lambda grad: mark("gains_grad"))
             net.zero_grad(set_to_none=True)
+            mark("backward")
             loss.backward()
     mark("end")
     if clean is None:
-        marks.update(loss=marks["synthesis"], loss_grad=marks["end"], gains_grad=marks["end"])
+        # No loss and no backward: those intervals are empty.
+        for name in ("loss", "backward", "loss_grad", "gains_grad"):
+            marks[name] = marks["synthesis"] if name == "loss" else marks["end"]
+
+    def span(first: str, last: str) -> float:
+        return marks[last] - marks[first]
+
     return {
-        "total": marks["end"] - marks["start"],
-        "transforms": marks["analysis"]
-        - marks["start"]
-        + marks["synthesis"]
-        - marks["network"]
-        + marks["gains_grad"]
-        - marks["loss_grad"],
-        "loss": marks["loss"] - marks["synthesis"] + marks["loss_grad"] - marks["loss"],
-        "features": marks["features"] - marks["analysis"],
-        "network": marks["network"] - marks["features"] + marks["end"] - marks["gains_grad"],
+        "total": span("start", "end"),
+        "transforms": span("start", "analysis")
+        + span("network", "synthesis")
+        + span("loss_grad", "gains_grad"),
+        "loss": span("synthesis", "loss") + span("backward", "loss_grad"),
+        "features": span("analysis", "features"),
+        "network": span("features", "network") + span("gains_grad", "end"),
     }
 
 

@@ -1,0 +1,38 @@
+"""The benchmark scripts' own logic (their timings are never asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiodiag.model import GainNet
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _load(name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_profile_split_covers_the_step_without_overlap(train: bool, one_thread: None) -> None:
+    profile_model = _load("profile_model")
+    net = GainNet(causal=False, depth=1, context=3)
+    noisy = torch.randn(2, 4000) * 0.1
+    clean = torch.randn(2, 4000) * 0.1 if train else None
+    parts = profile_model.split_step(net, noisy, clean)
+    names = ("transforms", "loss", "features", "network")
+    assert all(parts[name] >= 0 for name in names)
+    assert (parts["loss"] > 0) == train
+    # The parts are disjoint intervals of the step: together at most the whole.
+    assert sum(parts[name] for name in names) <= parts["total"] + 1e-9
+    assert sum(parts[name] for name in names) >= 0.5 * parts["total"]
+    if train:
+        assert all(p.grad is not None for p in net.parameters())
