@@ -55,6 +55,20 @@ def _set_diagonal(layer: nn.Module, weight: Tensor, bias: Tensor) -> None:
     layer.load_state_dict(update, strict=False)
 
 
+def _fold_biases(state_dict: dict, prefix: str, groups: list[list[int]]) -> None:
+    """Fold a bias stored on every layer of a sum into the sum's first layer (in place).
+
+    Checkpoints written before each sum had a single bias carry one per layer; their sum is the
+    same function, so they load unchanged. ``groups`` lists the layer indices of each sum.
+    """
+    for group in groups:
+        first = f"{prefix}{group[0]}.bias"
+        for index in group[1:]:
+            key = f"{prefix}{index}.bias"
+            if key in state_dict and first in state_dict:
+                state_dict[first] = state_dict[first] + state_dict.pop(key)
+
+
 class DiagonalBlock(nn.Module):
     """One block: ``out_j = act(sum_{i, k} D_{j,i,k}(h_i[t - k]))`` (+ ``h_j`` when residual).
 
@@ -110,6 +124,14 @@ class DiagonalBlock(nn.Module):
                 out = out + padded[j][:, start : start + count]
             outs.append(out)
         return outs
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        per_output = self.in_channels * self.context
+        groups = [
+            list(range(j * per_output, (j + 1) * per_output)) for j in range(self.out_channels)
+        ]
+        _fold_biases(state_dict, prefix + "layers.", groups)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (
@@ -222,6 +244,10 @@ class GainNet(nn.Module):
         self.head = nn.ModuleList(diagonal(j == 0) for j in range(channels))
         self.in_channels = in_channels
         self._initialise(initial_gain, seed)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        _fold_biases(state_dict, prefix + "head.", [list(range(self.channels))])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ initialisation
     def _initialise(self, initial_gain: float, seed: int | None) -> None:

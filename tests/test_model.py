@@ -151,3 +151,23 @@ def test_converted_net_scripts_and_exports_with_dynamic_length(causal: bool) -> 
             ref = net(x)
             torch.testing.assert_close(scripted(x), ref, atol=1e-5, rtol=0)
             torch.testing.assert_close(exported(x), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("layer", ["elementwise", "mask"])
+def test_checkpoint_with_a_bias_on_every_layer_loads_as_the_same_function(layer: str) -> None:
+    # Older checkpoints kept a bias on every layer of a sum; the sum of those biases goes to the
+    # sum's first layer, so the network computes exactly what it did.
+    net = _perturbed(GainNet(layer=layer, causal=False, depth=2, context=2, channels=2))
+    old_style = dict(net.state_dict())
+    g = torch.Generator().manual_seed(5)
+    sums = [[f"blocks.{b}.layers.{j * 4 + n}" for n in range(4)] for b in (0, 1) for j in (0, 1)]
+    sums.append(["head.0", "head.1"])
+    for names in sums:
+        for name in names[1:]:
+            share = torch.randn(257, generator=g)
+            old_style[f"{name}.bias"] = share
+            old_style[f"{names[0]}.bias"] = old_style[f"{names[0]}.bias"] - share
+    fresh = GainNet(layer=layer, causal=False, depth=2, context=2, channels=2, seed=9)
+    fresh.load_state_dict(old_style)
+    x = torch.randn(2, 4000) * 0.1
+    torch.testing.assert_close(fresh(x), net(x), rtol=1e-5, atol=1e-6)
