@@ -366,8 +366,9 @@ def export_onnx(
     generator = torch.Generator().manual_seed(7)
     lengths = check_lengths(int(converted.sample_rate), int(converted.n_fft))
     with torch.no_grad():
+        # Two clips: with one, the tracer sees contiguous time slices and pins the batch to 1.
         example_spec = converted.stft.analysis(
-            0.1 * torch.randn(1, lengths[0], generator=generator)
+            0.1 * torch.randn(2, lengths[0], generator=generator)
         )
         example = net_features(converted, example_spec)
     frames = torch.export.Dim("frames", min=1, max=10_000_000)

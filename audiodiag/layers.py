@@ -220,11 +220,24 @@ class _AddScaled(torch.autograd.Function):
     training step that is about a quarter of an elementwise layer's memory traffic.
     """
 
+    generate_vmap_rule = True  # torch.func transforms (vmap, grad, jacrev) work through it
+
     @staticmethod
-    def forward(ctx, base, x, weight):  # type: ignore[no-untyped-def]
-        ctx.save_for_backward(x, weight)
-        ctx.base_shape = base.shape
+    def forward(base, x, weight):  # type: ignore[no-untyped-def]
         return torch.addcmul(base, x, weight)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+        base, x, weight = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.save_for_forward(x, weight)
+        ctx.base_shape = base.shape
+
+    @staticmethod
+    def jvp(ctx, base_t, x_t, weight_t):  # type: ignore[no-untyped-def]
+        x, weight = ctx.saved_tensors
+        tangent = base_t + x_t * weight
+        return torch.addcmul(tangent, x, weight_t)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[no-untyped-def]

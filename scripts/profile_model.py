@@ -2,8 +2,8 @@
 
 Prints two tables: a training step (forward + backward of the SI-SDR loss on a batch) and
 inference (no grad, one clip), each split, with clocks inside the same step, into the
-transforms (analysis STFT, applying the gains, overlap-add synthesis and the loss, forward and
-backward), the features (no parameters, no gradient) and the network (the diagonal layers,
+transforms (analysis STFT, applying the gains and overlap-add synthesis, forward and backward),
+the SI-SDR loss (forward and backward), the features (no parameters, no gradient) and the network (the diagonal layers,
 activations and the gain nonlinearity, forward and backward), plus the analytic multiply-adds
 per second of audio from ``GainNet.macs_per_second``. The per-part medians need not add up
 to the median total.
@@ -123,7 +123,7 @@ def main() -> None:
         f"{args.threads} threads; inference on one clip)"
     )
     parts = ("transforms", "loss", "features", "network")
-    print(f"  {'':<20}{'total ms':>10}" + "".join(f"{part:>12}" for part in parts))
+    print(f"  {'':<20}{'total ms':>10}" + "".join(f"{part:>13}" for part in parts))
     for name, times in timings.items():
         cells = "".join(
             f"{times[p]:>7.1f} ({100 * times[p] / times['total']:2.0f}%)" for p in parts

@@ -153,6 +153,14 @@ def test_other_layers_and_modes_export_equal(kwargs: dict, tmp_path: Path) -> No
         assert float((loaded(x) - net(x)).abs().max()) <= 1e-4
 
 
+def test_banded_net_exports_to_onnx_for_any_batch(tmp_path: Path) -> None:
+    # A banded net computes with dense products; traced on one clip, their contiguous time
+    # slices pinned the ONNX batch dimension to 1 (the export's batch-2 check caught it).
+    net = GainNet(layer="mask", bandwidth=1, causal=False, depth=2, context=2, channels=3)
+    result = export_onnx(net.eval(), tmp_path / "gains.onnx", {})
+    assert max(result["max_abs_diff"].values()) <= 1e-4
+
+
 def test_export_refuses_a_model_that_differs(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

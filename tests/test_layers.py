@@ -345,3 +345,30 @@ def test_parameter_count_is_the_shared_layout_for_every_form():
     counts = {name: count_parameters(_TwoLayerNet(name)) for name in IMPLEMENTATIONS}
     assert set(counts.values()) == {2 * (7 + 7)}
     assert count_parameters(make_diagonal("mask", 5, bandwidth=1)) == 3 * 5 + 5
+
+
+def test_elementwise_works_under_torch_func_and_forward_mode():
+    from torch.func import functional_call, grad, jvp, vmap
+
+    torch.manual_seed(2)
+    layer = make_diagonal("elementwise", 5, init="normal")
+    params = {name: p.detach() for name, p in layer.named_parameters()}
+    x, add = torch.randn(3, 5), torch.randn(3, 5)
+
+    def reference(p, x, add):
+        return add + x * p["weight"] + p["bias"]
+
+    def fused(p, x, add):
+        return functional_call(layer, p, (x,), {"add": add})
+
+    torch.testing.assert_close(
+        vmap(fused, in_dims=(None, 0, 0))(params, x, add), reference(params, x, add)
+    )
+    per_sample = vmap(grad(lambda p, x, a: fused(p, x, a).pow(2).sum()), in_dims=(None, 0, 0))
+    expected = vmap(grad(lambda p, x, a: reference(p, x, a).pow(2).sum()), in_dims=(None, 0, 0))
+    for key, value in per_sample(params, x, add).items():
+        torch.testing.assert_close(value, expected(params, x, add)[key])
+    tangents = (torch.randn(3, 5), torch.randn(3, 5))
+    _, got = jvp(lambda x, a: fused(params, x, a), (x, add), tangents)
+    _, want = jvp(lambda x, a: reference(params, x, a), (x, add), tangents)
+    torch.testing.assert_close(got, want)
