@@ -177,23 +177,13 @@ class GainNetworkOnFeatures(nn.Module):
         return self.net.gains_from_features(features)
 
 
-def net_features(net: nn.Module, spec: Tensor) -> Tensor:
-    """The features the ONNX gain network takes, for a spectrogram from ``net.stft.analysis``."""
-    if net.causal:
-        features, _ = net.features.causal_chunk(
-            spec, net.features.initial_state(spec.shape[0], net.num_bins, spec.real)
-        )
-        return features
-    return net.features(spec)
-
-
 def onnx_chain_enhance(net: nn.Module, session: Any, waveform: Tensor) -> Tensor:
     """Enhance (B, T) with the documented torch transform around an onnxruntime gain network."""
     length = waveform.shape[-1]
     if length == 0:
         return waveform.clone()
     spec = net.stft.analysis(waveform)
-    (gains,) = session.run(["gains"], {"features": net_features(net, spec).numpy()})
+    (gains,) = session.run(["gains"], {"features": net.features(spec).numpy()})
     return net.stft.synthesis(spec * torch.from_numpy(gains), length)
 
 
@@ -370,7 +360,7 @@ def export_onnx(
         example_spec = converted.stft.analysis(
             0.1 * torch.randn(2, lengths[0], generator=generator)
         )
-        example = net_features(converted, example_spec)
+        example = converted.features(example_spec)
     frames = torch.export.Dim("frames", min=1, max=10_000_000)
     batch = torch.export.Dim("batch", min=1, max=1024)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -421,7 +411,7 @@ def export_onnx(
     with torch.no_grad():
         for length in lengths:
             x = 0.1 * torch.randn(2, length, generator=generator)
-            feats = net_features(converted, converted.stft.analysis(x))
+            feats = converted.features(converted.stft.analysis(x))
             (got,) = session.run(["gains"], {"features": feats.numpy()})
             diffs[f"gains_len{length}"] = _max_diff(torch.from_numpy(got), core(feats))
             # The whole chain (torch transform around the ONNX gains) against the eager model.

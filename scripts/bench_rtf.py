@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", FutureWarning)
-    from audiodiag.export import export_onnx, export_torchscript, net_features
+    from audiodiag.export import export_onnx, export_torchscript
     from audiodiag.inference import load_checkpoint
     from audiodiag.layers import IMPLEMENTATIONS, convert
     from audiodiag.module import build_net
@@ -124,14 +124,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             converted = convert(net, "elementwise") if int(net.bandwidth) == 0 else net
             spec = converted.stft.analysis(clip)
-            feats = net_features(converted, spec).numpy()
+            feats = converted.features(spec).numpy()
             add(
                 "onnxruntime gain network only", lambda: session.run(["gains"], {"features": feats})
             )
 
             def chain() -> None:
                 s = converted.stft.analysis(clip)
-                f = net_features(converted, s).numpy()
+                f = converted.features(s).numpy()
                 (g,) = session.run(["gains"], {"features": f})
                 converted.stft.synthesis(s * torch.from_numpy(g), clip.shape[-1])
 

@@ -201,7 +201,7 @@ def test_onnx_gain_network_matches_eager(ckpt: Path, tmp_path: Path) -> None:
     import onnx
     import onnxruntime as ort
 
-    from audiodiag.export import net_features, onnx_chain_enhance
+    from audiodiag.export import onnx_chain_enhance
 
     net, _ = load_checkpoint(ckpt)
     result = export_onnx(net, tmp_path / "gains.onnx", {"note": "test"})
@@ -213,5 +213,5 @@ def test_onnx_gain_network_matches_eager(ckpt: Path, tmp_path: Path) -> None:
     x = 0.1 * torch.randn(1, 7777)  # a length the export did not see
     with torch.no_grad():
         assert float((onnx_chain_enhance(net, session, x) - net(x)).abs().max()) <= 1e-4
-        feats = net_features(net, net.stft.analysis(x))
+        feats = net.features(net.stft.analysis(x))
     assert tuple(feats.shape[2:]) == (2, 257)
