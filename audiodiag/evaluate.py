@@ -8,7 +8,7 @@
     python -m audiodiag.evaluate model=model.pt noisy_dir=noisy/ clean_dir=clean/
 
 With a data config (default ``data=demo``), the fixed test mixtures of that config's DataModule
-are scored (Hydra composes ``audiodiag/conf/train.yaml``; ``data.*``, ``noise``, ``noise.*``,
+are scored (Hydra composes ``conf/train.yaml``; ``data.*``, ``noise``, ``noise.*``,
 ``sample_rate`` and ``seed`` overrides pass through). With ``noisy_dir``/``clean_dir``, every
 audio file under ``noisy_dir`` is paired with the file of the same relative path (any audio
 extension) under ``clean_dir``; the noise type is the first sub-folder name (``all`` when flat)
@@ -50,7 +50,7 @@ USAGE = """usage: python -m audiodiag.evaluate model=MODEL [data=demo | noisy_di
 Score a model on the fixed test mixtures of a data config, or on noisy/clean folder pairs.
 
   model=MODEL          exported TorchScript file, training checkpoint (.ckpt) or 'wiener'
-  data=NAME            data config (audiodiag/conf/data: demo, librispeech, ...; default demo);
+  data=NAME            data config (conf/data: demo, librispeech, ...; default demo);
                        data.KEY=VALUE, noise=NAME, noise.KEY=VALUE, sample_rate=, seed= pass on
   noisy_dir=DIR        folder of noisy files (recursive) ...
   clean_dir=DIR        ... and their clean references at the same relative paths

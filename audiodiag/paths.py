@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import audiodiag.conf
+
 PACKAGE_DIR = Path(__file__).resolve().parent
-# Hydra configs ship inside the package so `python -m audiodiag.train` works from any cwd.
-CONF_DIR = PACKAGE_DIR / "conf"
+# conf/ (top level in the repository) installs as the package audiodiag.conf: found from any cwd,
+# from an editable checkout and from a wheel alike.
+CONF_DIR = Path(audiodiag.conf.__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 # The demo corpus is committed under data/ in the repository; AUDIODIAG_DATA overrides it.
 DATA_DIR = Path(os.environ.get("AUDIODIAG_DATA", REPO_ROOT / "data"))

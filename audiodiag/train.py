@@ -1,6 +1,6 @@
 """Train (or, for ``model=wiener``, just score) a speech enhancer: ``python -m audiodiag.train``.
 
-Hydra composes the run from ``audiodiag/conf/train.yaml`` and the groups ``layer/ model/ data/
+Hydra composes the run from ``conf/train.yaml`` and the groups ``layer/ model/ data/
 noise/ trainer/ logger/ callbacks/ paths/ experiment/``; every ``trainer.*`` key is a Lightning
 ``Trainer`` argument. Examples::
 
