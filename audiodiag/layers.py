@@ -21,6 +21,13 @@ accepts a dense ``(features, features)`` weight, and refuses one with non-zero e
 
 Rectangular weights (``in_features != out_features``) are refused: a diagonal map sends bin ``f``
 to bin ``f``, so a different output size would invent or silently drop bins.
+
+Diagonal plus low rank (``rank=r > 0``, any implementation): ``W = band + U V^T`` with ``U`` and
+``V`` of shape ``(features, r)``, computed as ``band(x) + (x @ V) @ U^T`` in ``O(features * r)``,
+never forming ``W``. It couples all bins through ``r`` shared directions (a glide, the spectrum's
+overall shape) at ``2r`` multiply-adds per feature. ``U`` starts at zero, so a layer starts as its
+diagonal part alone. State dict: ``lowrank_u`` and ``lowrank_v`` beside ``weight`` and ``bias``
+(the same two keys for every implementation); ``rank=0`` has neither, exactly as before.
 """
 
 import copy
@@ -80,6 +87,8 @@ class DiagonalLinear(nn.Module):
     """
 
     implementation = ""
+    lowrank_u: nn.Parameter | None
+    lowrank_v: nn.Parameter | None
 
     def __init__(
         self,
@@ -88,6 +97,7 @@ class DiagonalLinear(nn.Module):
         bias: bool = True,
         init: str = "identity",
         bandwidth: int = 0,
+        rank: int = 0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -96,12 +106,15 @@ class DiagonalLinear(nn.Module):
             raise ValueError(f"features must be an integer >= 1, got {features!r}")
         if not isinstance(bandwidth, int) or bandwidth < 0:
             raise ValueError(f"bandwidth must be an integer >= 0, got {bandwidth!r}")
+        if not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank <= features:
+            raise ValueError(f"rank must be an integer in [0, features={features}], got {rank!r}")
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
         # An instance attribute as well, so TorchScript sees it in error messages.
         self.implementation = type(self).implementation
         self.features = features
         self.bandwidth = bandwidth
+        self.rank = rank
         self.init = init
         factory_kwargs = {"device": device, "dtype": dtype}
         self._create_weight(factory_kwargs)
@@ -109,6 +122,13 @@ class DiagonalLinear(nn.Module):
             self.bias = nn.Parameter(torch.empty(features, **factory_kwargs))  # type: ignore[arg-type]
         else:
             self.register_parameter("bias", None)
+        # Registered as None at rank 0, so the state dict (and TorchScript) see today's layer.
+        if rank > 0:
+            self.lowrank_u = nn.Parameter(torch.empty(features, rank, **factory_kwargs))  # type: ignore[arg-type]
+            self.lowrank_v = nn.Parameter(torch.empty(features, rank, **factory_kwargs))  # type: ignore[arg-type]
+        else:
+            self.register_parameter("lowrank_u", None)
+            self.register_parameter("lowrank_v", None)
         self.reset_parameters()
 
     # -- the canonical form shared by all implementations -------------------------------------
@@ -154,12 +174,34 @@ class DiagonalLinear(nn.Module):
                 self.bias.uniform_(-bound, bound)
             else:
                 self.bias.zero_()
+        if self.lowrank_u is not None and self.lowrank_v is not None:
+            # U = 0: the low-rank part starts silent (the layer is its diagonal part) while U's
+            # gradient, (x V)^T grad, is not zero, so training can grow it.
+            self.lowrank_u.zero_()
+            self.lowrank_v.normal_(0.0, 1.0 / math.sqrt(self.features))
 
     def extra_repr(self) -> str:
-        return (
+        text = (
             f"implementation={self.implementation}, features={self.features}, "
             f"bandwidth={self.bandwidth}, bias={self.bias is not None}"
         )
+        return text + (f", rank={self.rank}" if self.rank > 0 else "")
+
+    # -- the forward shared by all implementations ----------------------------------------------
+    def forward(self, x: Tensor, add: Tensor | None = None) -> Tensor:
+        """``add + x W^T + bias`` (``add`` optional) with ``W`` = band (+ ``U V^T``)."""
+        self._check_input(x)
+        u = self.lowrank_u
+        v = self.lowrank_v
+        if u is not None and v is not None:
+            # (x V) U^T: two thin products, O(features * rank); W is never formed.
+            low = torch.matmul(torch.matmul(x, v), u.t())
+            add = low if add is None else add + low
+        return self._forward_diagonal(x, add)
+
+    def _forward_diagonal(self, x: Tensor, add: Tensor | None) -> Tensor:
+        """The banded part, ``add + band(x) + bias``; each implementation computes it its way."""
+        raise NotImplementedError
 
     def _check_input(self, x: Tensor) -> None:
         if not x.is_floating_point():
@@ -265,8 +307,7 @@ class ElementwiseDiagonal(DiagonalLinear):
             )
         super().__init__(features, bandwidth=0, **kwargs)
 
-    def forward(self, x: Tensor, add: Tensor | None = None) -> Tensor:
-        self._check_input(x)
+    def _forward_diagonal(self, x: Tensor, add: Tensor | None) -> Tensor:
         base = self.bias if add is None else add if self.bias is None else add + self.bias
         if base is None:
             return x * self.weight
@@ -302,8 +343,7 @@ class MaskDiagonal(DiagonalLinear):
     def _bands_to_weight(self, bands: Tensor) -> Tensor:
         return bands_to_dense(bands, self.bandwidth)
 
-    def forward(self, x: Tensor, add: Tensor | None = None) -> Tensor:
-        self._check_input(x)
+    def _forward_diagonal(self, x: Tensor, add: Tensor | None) -> Tensor:
         out = F.linear(x, self.weight * self.mask, self.bias)
         return out if add is None else add + out
 
@@ -313,8 +353,7 @@ class DiagDiagonal(DiagonalLinear):
 
     implementation = "diag"
 
-    def forward(self, x: Tensor, add: Tensor | None = None) -> Tensor:
-        self._check_input(x)
+    def _forward_diagonal(self, x: Tensor, add: Tensor | None) -> Tensor:
         out = F.linear(x, bands_to_dense(self.bands(), self.bandwidth), self.bias)
         return out if add is None else add + out
 
@@ -395,8 +434,7 @@ class SparseDiagonal(DiagonalLinear):
         }.items():
             self.register_buffer(name, value.to(device), persistent=False)
 
-    def forward(self, x: Tensor, add: Tensor | None = None) -> Tensor:
-        self._check_input(x)
+    def _forward_diagonal(self, x: Tensor, add: Tensor | None) -> Tensor:
         values = self.weight if self.bandwidth == 0 else self.weight.reshape(-1)[self.value_index]
         compute_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         flat = x.reshape(-1, self.features).to(compute_dtype)
@@ -437,13 +475,15 @@ def make_diagonal(
     bias: bool = True,
     init: str = "identity",
     bandwidth: int = 0,
+    rank: int = 0,
     out_features: int | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> DiagonalLinear:
     """Build the diagonal layer ``name`` (one of :data:`IMPLEMENTATIONS`) on ``features``.
 
-    ``out_features`` exists only to refuse a rectangular layer with a clear message.
+    ``rank > 0`` adds a low-rank part ``U V^T`` (see the module docstring). ``out_features``
+    exists only to refuse a rectangular layer with a clear message.
     """
     cls = _check_implementation(name)
     if out_features is not None and out_features != features:
@@ -451,7 +491,15 @@ def make_diagonal(
             f"a diagonal layer maps each feature to itself, so out_features ({out_features}) "
             f"must equal features ({features})"
         )
-    return cls(features, bias=bias, init=init, bandwidth=bandwidth, device=device, dtype=dtype)
+    return cls(
+        features,
+        bias=bias,
+        init=init,
+        bandwidth=bandwidth,
+        rank=rank,
+        device=device,
+        dtype=dtype,
+    )
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -466,6 +514,7 @@ def count_parameters(module: nn.Module) -> int:
         if isinstance(child, DiagonalLinear) and own:
             total += math.prod(child.weight_shape())
             total += child.bias.numel() if child.bias is not None else 0
+            total += 2 * child.features * child.rank
         else:
             total += sum(p.numel() for p in own)
     return total
@@ -478,6 +527,7 @@ def _converted_layer(layer: DiagonalLinear, implementation: str) -> DiagonalLine
         bias=layer.bias is not None,
         init=layer.init,
         bandwidth=layer.bandwidth,
+        rank=layer.rank,
         device=layer.weight.device,
         dtype=layer.weight.dtype,
     )

@@ -372,3 +372,111 @@ def test_elementwise_works_under_torch_func_and_forward_mode():
     _, got = jvp(lambda x, a: fused(params, x, a), (x, add), tangents)
     _, want = jvp(lambda x, a: reference(params, x, a), (x, add), tangents)
     torch.testing.assert_close(got, want)
+
+
+# -- diagonal plus low rank: W = band + U V^T ----------------------------------------------------
+def _low_rank_state(features: int, bandwidth: int, rank: int, seed: int) -> dict[str, torch.Tensor]:
+    state = _random_state(features, bandwidth, seed)
+    generator = torch.Generator().manual_seed(seed + 100)
+    state["lowrank_u"] = torch.randn(features, rank, generator=generator)
+    state["lowrank_v"] = torch.randn(features, rank, generator=generator)
+    return state
+
+
+@pytest.mark.parametrize("bandwidth", [0, 2])
+@pytest.mark.parametrize("rank", [1, 3])
+def test_low_rank_equals_the_explicit_dense_product_for_every_form(bandwidth, rank):
+    features = 9
+    state = _low_rank_state(features, bandwidth, rank, seed=rank + bandwidth)
+    x = torch.randn(2, 4, features)
+    upstream = torch.randn(2, 4, features)
+    # Reference: the dense W = band + U V^T, formed explicitly, and autograd through it.
+    ref = {k: v.clone().requires_grad_(True) for k, v in state.items()}
+    xr = x.clone().requires_grad_(True)
+    dense = bands_to_dense(ref["weight"].reshape(2 * bandwidth + 1, features), bandwidth)
+    dense = dense + ref["lowrank_u"] @ ref["lowrank_v"].T
+    expected = xr @ dense.T + ref["bias"]
+    (expected * upstream).sum().backward()
+    for name in _implementations(bandwidth):
+        layer = make_diagonal(name, features, bandwidth=bandwidth, rank=rank)
+        layer.load_state_dict(state)
+        xi = x.clone().requires_grad_(True)
+        y = layer(xi)
+        (y * upstream).sum().backward()
+        torch.testing.assert_close(y, expected.detach(), msg=f"{name} output")
+        torch.testing.assert_close(xi.grad, xr.grad, msg=f"{name} dx")
+        for key in ("lowrank_u", "lowrank_v", "bias"):
+            got = getattr(layer, key).grad
+            torch.testing.assert_close(got, ref[key].grad, msg=f"{name} d{key}")
+        if name == "mask":
+            weight_grad = dense_to_bands(layer.weight.grad, bandwidth)
+        else:
+            weight_grad = layer.weight.grad.reshape(2 * bandwidth + 1, features)
+        weight_grad = weight_grad * band_valid(features, bandwidth)
+        band_grad = ref["weight"].grad.reshape(2 * bandwidth + 1, features)
+        torch.testing.assert_close(
+            weight_grad, band_grad * band_valid(features, bandwidth), msg=f"{name} dweight"
+        )
+
+
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+def test_low_rank_add_argument_and_state_dict_layout(name):
+    torch.manual_seed(3)
+    layer = make_diagonal(name, 7, rank=2, init="normal")
+    with torch.no_grad():
+        layer.lowrank_u.normal_()
+    state = layer.state_dict()
+    assert set(state) == {"weight", "bias", "lowrank_u", "lowrank_v"}
+    assert state["weight"].shape == (7,) and state["lowrank_u"].shape == (7, 2)
+    x, add = torch.randn(3, 7), torch.randn(3, 7)
+    torch.testing.assert_close(layer(x, add=add), add + layer(x))
+    for target in IMPLEMENTATIONS:  # one layout: every form loads every other's state
+        other = make_diagonal(target, 7, rank=2)
+        other.load_state_dict(state)
+        torch.testing.assert_close(other(x), layer(x))
+        torch.testing.assert_close(convert(layer, target)(x), layer(x))
+    assert convert(layer, "diag").rank == 2
+
+
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+def test_rank_zero_is_todays_layer_and_low_rank_starts_silent(name):
+    torch.manual_seed(0)
+    plain = make_diagonal(name, 6, init="normal")
+    assert set(plain.state_dict()) == {"weight", "bias"}
+    assert plain.lowrank_u is None and "rank" not in repr(plain)
+    low = make_diagonal(name, 6, rank=4)
+    low.load_state_dict(
+        {
+            **plain.state_dict(),
+            **{k: v for k, v in low.state_dict().items() if k.startswith("lowrank")},
+        }
+    )
+    assert torch.count_nonzero(low.lowrank_u) == 0 and torch.count_nonzero(low.lowrank_v) > 0
+    x = torch.randn(5, 6)
+    torch.testing.assert_close(low(x), plain(x))
+    low(x).sum().backward()  # U's gradient is not zero, so training can grow the low-rank part
+    assert low.lowrank_u.grad.abs().sum() > 0
+    assert "rank=4" in repr(low)
+
+
+def test_low_rank_moves_with_to_and_counts_its_parameters():
+    from audiodiag.layers import count_parameters
+
+    for name in IMPLEMENTATIONS:
+        layer = make_diagonal(name, 5, rank=2).to(torch.float64)
+        assert layer.lowrank_u.dtype == torch.float64
+        assert layer(torch.randn(3, 5, dtype=torch.float64)).dtype == torch.float64
+        assert count_parameters(layer) == 5 + 5 + 2 * 5 * 2
+    with pytest.raises(ValueError, match=r"rank must be an integer in \[0, features=4\]"):
+        make_diagonal("diag", 4, rank=5)
+
+
+def test_low_rank_elementwise_scripts():
+    torch.manual_seed(0)
+    layer = make_diagonal("elementwise", 8, rank=3)
+    with torch.no_grad():
+        layer.lowrank_u.normal_()
+    scripted = torch.jit.script(layer)
+    x, add = torch.randn(2, 3, 8), torch.randn(2, 3, 8)
+    torch.testing.assert_close(scripted(x), layer(x))
+    torch.testing.assert_close(scripted(x, add), layer(x, add=add))
