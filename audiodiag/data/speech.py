@@ -18,7 +18,7 @@ from pathlib import Path
 
 from audiodiag.audio import is_audio_file
 from audiodiag.data.download import download_and_extract
-from audiodiag.paths import DATA_DIR, DEMO_CORPUS_DIR
+from audiodiag.paths import DATA_DIR, DEMO_CORPUS_DIR, check_data_root
 
 __all__ = [
     "SPLITS",
@@ -164,6 +164,8 @@ class SpeechSource:
     def prepare(self) -> None:
         """Download the dataset when missing and ``download`` is set (call on one rank only)."""
         if self.download and not self.is_available():
+            if self.root is not None:
+                check_data_root(self.root)  # never download into site-packages
             self._download()
 
     def is_available(self) -> bool:
