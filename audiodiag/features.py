@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["StftFrontEnd", "PerBinFeatures", "num_frames"]
+__all__ = ["StftFrontEnd", "PerBinFeatures", "SpectralGainEnhancer", "num_frames"]
 
 
 def num_frames(num_samples: int, n_fft: int, hop_length: int) -> int:
@@ -169,6 +169,10 @@ class PerBinFeatures(nn.Module):
     """
 
     num_features = 2
+    # Tensors in the causal state (see :meth:`initial_state`); streaming slices states by it.
+    # A TorchScript constant, so scripted streaming code can read it too.
+    __constants__ = ["state_size"]
+    state_size = 4
 
     def __init__(
         self,
@@ -297,3 +301,43 @@ class PerBinFeatures(nn.Module):
             f"floor_rise_db_per_s={self.floor_rise_db_per_s}, "
             f"smoothing_frames={self.smoothing_frames}, skip_frames={self.skip_frames}"
         )
+
+
+class SpectralGainEnhancer(nn.Module):
+    """Base of the enhancers that run waveform ─STFT─> gains ─iSTFT─> waveform.
+
+    A subclass sets ``self.stft`` (a :class:`StftFrontEnd`) and defines ``gains_from_spec``
+    (complex (B, F, N) -> real gains (B, F, N)); this class adds the waveform-level API, the same
+    for the learned :class:`audiodiag.model.GainNet` and the :class:`audiodiag.wiener` reference
+    (the encoder -> masker -> decoder split of Asteroid's ``BaseEncoderMaskerDecoder``).
+    """
+
+    # No class-level ``stft: StftFrontEnd`` annotation: TorchScript cannot resolve it.
+
+    def gains_from_spec(self, spec: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _as_batch(self, waveform: Tensor) -> Tensor:
+        if waveform.dim() == 1:
+            return waveform.unsqueeze(0)
+        if waveform.dim() == 2:
+            return waveform
+        raise ValueError(
+            "expects a waveform shaped (time,) or (batch, time), got "
+            + str(waveform.dim())
+            + " dimensions"
+        )
+
+    def gains(self, waveform: Tensor) -> Tensor:
+        """Gain map (B, freq, frames) in [floor, 1] for a waveform (B, T) or (T,)."""
+        return self.gains_from_spec(self.stft.analysis(self._as_batch(waveform)))
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        """Enhance a waveform (B, T) or (T,); returns the same shape."""
+        batch = self._as_batch(waveform)
+        length = batch.shape[-1]
+        if length == 0:
+            return waveform.clone()
+        spec = self.stft.analysis(batch)
+        enhanced = self.stft.synthesis(spec * self.gains_from_spec(spec), length)
+        return enhanced.reshape(waveform.shape)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from audiodiag.features import PerBinFeatures, StftFrontEnd
+from audiodiag.features import PerBinFeatures, SpectralGainEnhancer, StftFrontEnd
 from audiodiag.layers import IMPLEMENTATIONS, count_parameters, make_diagonal
 
 __all__ = ["GainNet", "ACTIVATIONS"]
@@ -140,7 +140,7 @@ class DiagonalBlock(nn.Module):
         )
 
 
-class GainNet(nn.Module):
+class GainNet(SpectralGainEnhancer):
     """Per-bin temporal gain network (see the module docstring).
 
     Args:
@@ -297,12 +297,13 @@ class GainNet(nn.Module):
         """
         if not self.causal:
             raise RuntimeError("gains_chunk needs a causal GainNet (causal=True)")
-        features, feature_state = self.features.causal_chunk(spec, state[:4])
+        size = self.features.state_size
+        features, feature_state = self.features.causal_chunk(spec, state[:size])
         new_state = feature_state
         h = list(features.unbind(2))
         history = self.context - 1
         for index, block in enumerate(self.blocks):
-            past = state[4 + index].unbind(2)
+            past = state[size + index].unbind(2)
             padded = [torch.cat([past[i], h[i]], dim=1) for i in range(len(h))]
             tail = padded[0].shape[1] - history
             new_state.append(torch.stack([p[:, tail:] for p in padded], dim=2))
@@ -322,33 +323,6 @@ class GainNet(nn.Module):
     def gains_from_spec(self, spec: Tensor) -> Tensor:
         """Gains (B, F, N) for a whole complex spectrogram (B, F, N)."""
         return self.gains_from_features(self.features(spec))
-
-    # ------------------------------------------------------------------ public API
-    def _as_batch(self, waveform: Tensor) -> Tensor:
-        if waveform.dim() == 1:
-            return waveform.unsqueeze(0)
-        if waveform.dim() == 2:
-            return waveform
-        raise ValueError(
-            "GainNet expects a waveform shaped (time,) or (batch, time), got "
-            + str(waveform.dim())
-            + " dimensions"
-        )
-
-    def gains(self, waveform: Tensor) -> Tensor:
-        """Gain map (B, freq, frames) in [floor, 1] for a waveform (B, T) or (T,)."""
-        batch = self._as_batch(waveform)
-        return self.gains_from_spec(self.stft.analysis(batch))
-
-    def forward(self, waveform: Tensor) -> Tensor:
-        """Enhance a waveform (B, T) or (T,); returns the same shape."""
-        batch = self._as_batch(waveform)
-        length = batch.shape[-1]
-        if length == 0:
-            return waveform.clone()
-        spec = self.stft.analysis(batch)
-        enhanced = self.stft.synthesis(spec * self.gains_from_spec(spec), length)
-        return enhanced.reshape(waveform.shape)
 
     # ------------------------------------------------------------------ cost
     @property

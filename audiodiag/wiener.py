@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from audiodiag.features import StftFrontEnd
+from audiodiag.features import SpectralGainEnhancer, StftFrontEnd
 
 __all__ = ["WienerEnhancer"]
 
 
-class WienerEnhancer(nn.Module):
+class WienerEnhancer(SpectralGainEnhancer):
     """Decision-directed Wiener enhancer (waveform (B, T) or (T,) in, same shape out).
 
     Args:
@@ -113,25 +113,11 @@ class WienerEnhancer(nn.Module):
             previous = gain.pow(2) * post[..., t]
         return gains.clamp(min=self.gain_floor, max=1.0)
 
-    def gains(self, waveform: Tensor) -> Tensor:
-        """Gain map (B, freq, frames) for a waveform (B, T) or (T,)."""
-        batch = waveform.unsqueeze(0) if waveform.dim() == 1 else waveform
-        return self.gains_from_spec(self.stft.analysis(batch))
-
     @torch.no_grad()
     def forward(self, waveform: Tensor) -> Tensor:
-        """Enhance a waveform (B, T) or (T,); returns the same shape."""
-        if waveform.dim() not in (1, 2):
-            raise ValueError(
-                f"WienerEnhancer expects (time,) or (batch, time), got {tuple(waveform.shape)}"
-            )
-        batch = waveform.unsqueeze(0) if waveform.dim() == 1 else waveform
-        length = batch.shape[-1]
-        if length == 0:
-            return waveform.clone()
-        spec = self.stft.analysis(batch)
-        enhanced = self.stft.synthesis(spec * self.gains_from_spec(spec), length)
-        return enhanced.reshape(waveform.shape)
+        """Enhance a waveform (B, T) or (T,); returns the same shape (nothing to train: no
+        autograd graph through the frame loops)."""
+        return super().forward(waveform)
 
     def extra_repr(self) -> str:
         return (
