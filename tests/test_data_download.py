@@ -120,6 +120,7 @@ def test_safe_extract_refuses_members_leaving_root(tmp_path, bad):
         safe_extract(archive, dest)
     assert bad[0].name in str(info.value)
     assert not (dest / "ok" / "first.txt").exists()  # nothing written before the check
+    assert not dest.exists()  # not even the destination folder
     assert not (tmp_path / "outside.txt").exists()
 
 
@@ -141,6 +142,22 @@ def test_safe_extract_allows_inner_links_and_zip(tmp_path):
         zfile.writestr("sub/fine.txt", "ok")
     safe_extract(tmp_path / "good.zip", tmp_path / "zgood")
     assert (tmp_path / "zgood" / "sub" / "fine.txt").read_text() == "ok"
+
+
+def test_download_uses_torch_hub_and_passes_the_size_cap(tmp_path):
+    import torch
+
+    from audiodiag.data import download
+
+    assert download.download_url_to_file is torch.hub.download_url_to_file  # no private import
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    _tar_with(mirror / "big.tar", _file("a.bin", bytes(5000)))
+    with pytest.raises(UnsafeArchiveError, match="'a.bin' takes the archive past max_bytes=4096"):
+        download.download_and_extract((mirror / "big.tar").as_uri(), tmp_path / "d", max_bytes=4096)
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["big.tar"]
+    download.download_and_extract((mirror / "big.tar").as_uri(), tmp_path / "d", max_bytes=5000)
+    assert (tmp_path / "d" / "a.bin").stat().st_size == 5000
 
 
 def test_safe_extract_rejects_non_archives(tmp_path):
