@@ -146,6 +146,10 @@ def _attacks():
             ],
             "y",
         ),
+        # On a case-insensitive filesystem (macOS, Windows) 'a' is the link 'A'.
+        "chained-symlinks-other-case": tar(
+            lambda t: [_link("A", "."), _link("b", "a/.."), _file("b/sentinel.txt")], "b"
+        ),
         "cve-2025-4517-long-names": tar(lambda t: cve_long, None),
         "cve-2025-4517-short-names": tar(lambda t: cve_short, cve_short_link),
         "fifo": tar(lambda t: [_special("pipe", tarfile.FIFOTYPE)], "pipe"),

@@ -30,6 +30,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import unicodedata
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -220,10 +221,16 @@ class _Existing:
         return self.cache[parts]
 
 
+def _fold(parts: tuple[str, ...]) -> tuple[str, ...]:
+    """Compare link paths as a case-insensitive, normalising filesystem (macOS, Windows) would:
+    there ``A/x`` passes through a link ``a``. On Linux this only refuses more."""
+    return tuple(unicodedata.normalize("NFC", part).casefold() for part in parts)
+
+
 def _check(archive: Path, entries: list[_Entry], root: Path, max_bytes: int) -> None:
     """Refuse the archive unless every member lands inside ``root`` without passing a link."""
     existing = _Existing(archive, root)
-    symlinks = {e.parts for e in entries if e.kind == "symlink"}  # later ones count too
+    symlinks = {_fold(e.parts) for e in entries if e.kind == "symlink"}  # later ones count too
     kinds: dict[tuple[str, ...], str] = {(): "dir"}
     sizes: dict[tuple[str, ...], int] = {}
     total = 0
@@ -233,7 +240,7 @@ def _check(archive: Path, entries: list[_Entry], root: Path, max_bytes: int) -> 
             continue  # "." or "./": the root folder itself
         for depth in range(1, len(parts)):
             prefix = parts[:depth]
-            if prefix in symlinks:
+            if _fold(prefix) in symlinks:
                 raise _refuse(archive, name, f"passes through the link '{'/'.join(prefix)}'")
             if kinds.setdefault(prefix, "dir") != "dir":
                 raise _refuse(archive, name, f"passes through the file '{'/'.join(prefix)}'")
@@ -283,7 +290,9 @@ def _check_symlink(
 ) -> None:
     target = entry.link
     if not target or target.startswith("/") or "\\" in target or target[1:2] == ":":
-        raise _refuse(archive, entry.name, f"is a link to the absolute path {target!r}")
+        raise _refuse(
+            archive, entry.name, f"is a link to {target!r} (absolute, empty or with a backslash)"
+        )
     position = list(entry.parts[:-1])
     # Resolve step by step; '..' is only lexical because no step may itself be a link.
     for part in target.split("/"):
@@ -296,7 +305,7 @@ def _check_symlink(
             continue
         position.append(part)
         step = tuple(position)
-        if step in symlinks or existing(step, entry.name) == "link":
+        if _fold(step) in symlinks or existing(step, entry.name) == "link":
             raise _refuse(
                 archive, entry.name, f"is a link to {target!r}, through the link '{'/'.join(step)}'"
             )
@@ -306,10 +315,13 @@ def _check_symlink(
 # Write: into a private temporary folder, never following a link.
 
 
-def _makedirs(base: Path, parts: tuple[str, ...]) -> Path:
+def _makedirs(base: Path, parts: tuple[str, ...], made: set[Path]) -> Path:
     path = base
     for part in parts:
         path = path / part
+        if path in made:
+            continue
+        made.add(path)
         try:
             os.mkdir(path)
         except FileExistsError:
@@ -334,14 +346,14 @@ def _copy(source: IO[bytes], path: Path, mode: int, budget: int) -> int:
 def _write(
     archive: Path, reader: _TarReader | _ZipReader, entries: list[_Entry], tmp: Path, cap: int
 ) -> None:
-    total = 0
+    total, made = 0, set()
     for entry in entries:
         if not entry.parts:
             continue
-        parent = _makedirs(tmp, entry.parts[:-1])
+        parent = _makedirs(tmp, entry.parts[:-1], made)
         path = parent / entry.parts[-1]
         if entry.kind == "dir":
-            _makedirs(parent, entry.parts[-1:])
+            _makedirs(parent, entry.parts[-1:], made)
         elif entry.kind == "symlink":
             os.symlink(entry.link, path)
         else:
