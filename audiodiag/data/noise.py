@@ -17,8 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiodiag.audio import AudioDecodeError, audio_info, read_audio, resample, to_mono
-from audiodiag.data.speech import SPLITS, _scan_audio, assign_splits
+from audiodiag.audio import (
+    AudioDecodeError,
+    audio_info,
+    read_audio,
+    resample,
+    scan_audio,
+    to_mono,
+)
+from audiodiag.data.speech import SPLITS, assign_splits
 
 __all__ = ["NOISE_TYPES", "NoiseSource"]
 
@@ -147,7 +154,7 @@ class NoiseSource:
             raise FileNotFoundError(
                 f"noise folder '{self.folder}' does not exist; set noise.folder=PATH"
             )
-        files = [str(p) for p in _scan_audio(self.folder)]
+        files = [str(p) for p in scan_audio(self.folder)]
         if not files:
             raise ValueError(
                 f"noise folder '{self.folder}' holds no audio files (looked for *.wav, *.flac, "

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from audiodiag.audio import is_audio_file
+from audiodiag.audio import scan_audio
 from audiodiag.data.download import download_and_extract
 from audiodiag.paths import DATA_DIR, DEMO_CORPUS_DIR, check_data_root
 
@@ -447,14 +447,6 @@ class VCTK(SpeechSource):
         return self._split_by_speaker(utterances)
 
 
-def _scan_audio(root: Path) -> list[Path]:
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        found.extend(Path(dirpath) / f for f in sorted(filenames) if is_audio_file(f))
-    return found
-
-
 class FolderSpeech(SpeechSource):
     """Any folder of wav/flac/ogg files, searched recursively.
 
@@ -479,7 +471,7 @@ class FolderSpeech(SpeechSource):
         assert self.root is not None
         if not self.root.is_dir():
             raise _missing_root("speech folder", self.root, download_flag=False)
-        files = _scan_audio(self.root)
+        files = scan_audio(self.root)
         if not files:
             raise ValueError(
                 f"speech folder '{self.root}' holds no audio files (looked for "
@@ -520,7 +512,7 @@ class DemoSpeech(SpeechSource):
         if not metadata.is_file():
             utterances = [
                 Utterance(str(p), p.parent.name, p.relative_to(self.root).as_posix())
-                for p in _scan_audio(self.root)
+                for p in scan_audio(self.root)
             ]
             if not utterances:
                 raise ValueError(f"demo corpus folder '{self.root}' holds no audio files")
