@@ -237,6 +237,30 @@ def test_folder_source_errors(tmp_path):
         FolderSpeech(tmp_path / "empty").utterances("train")
 
 
+def test_folder_source_split_folders_are_the_splits(tmp_path):
+    layout = {"train": ["s1", "s2"], "valid": ["s3"], "test": ["s4"], "heldout": ["h1"]}
+    for n, (split, speakers) in enumerate(layout.items()):
+        for speaker in speakers:
+            (tmp_path / split / speaker).mkdir(parents=True)
+            sf.write(tmp_path / split / speaker / "a.flac", speechlike(0.3, 16000, n), 16000)
+    sf.write(tmp_path / "train" / "loose.wav", speechlike(0.3, 16000, 9), 16000)
+    source = FolderSpeech(tmp_path)
+    assert source.split_folders() == ["train", "valid", "test"]
+    speakers = {s: {u.speaker for u in source.utterances(s)} for s in SPLITS}
+    # Parent folder = speaker; a file directly in a split folder has none; others are ignored.
+    assert speakers == {"train": {"s1", "s2", None}, "valid": {"s3"}, "test": {"s4"}}
+    assert "valid/s3/a.flac" in {u.source_id for u in source.utterances("valid")}
+    # The same speaker folder in two splits is a leak and is refused.
+    (tmp_path / "test" / "s1").mkdir()
+    sf.write(tmp_path / "test" / "s1" / "b.flac", speechlike(0.3, 16000, 5), 16000)
+    with pytest.raises(ValueError, match="speaker 's1' appears in both"):
+        FolderSpeech(tmp_path).utterances("train")
+    # Without speakers from the parent the split folders still decide the split.
+    plain = FolderSpeech(tmp_path, speaker_from_parent=False)
+    assert {u.speaker for u in plain.utterances("test")} == {None}
+    assert len(plain.utterances("test")) == 2
+
+
 def test_demo_reads_metadata_csv(tmp_path):
     make_demo(tmp_path, {"spk01": "train", "spk02": "train", "spk03": "valid", "spk04": "test"})
     source = DemoSpeech(tmp_path)

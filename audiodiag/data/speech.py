@@ -450,8 +450,17 @@ class VCTK(SpeechSource):
 class FolderSpeech(SpeechSource):
     """Any folder of wav/flac/ogg files, searched recursively.
 
-    With ``speaker_from_parent`` the parent folder names the speaker and splits are by speaker;
-    otherwise splits are by a hash of the file's relative path.
+    When the root holds ``train/``, ``valid/`` or ``test/`` folders, they *are* the splits (other
+    folders beside them are ignored), and by default each file's parent folder names its speaker
+    (``<root>/<split>/<speaker>/<file>``; the check that no speaker is in two splits applies).
+    Otherwise, with ``speaker_from_parent`` the parent folder names the speaker and splits are by
+    speaker; without it splits are by a hash of the file's relative path.
+
+    Args:
+        root: the folder.
+        speaker_from_parent: take the speaker from the parent folder; ``None`` (default) means
+            yes with split folders, no without.
+        split_fractions: train/valid/test fractions when the root has no split folders.
     """
 
     name = "folder"
@@ -459,30 +468,46 @@ class FolderSpeech(SpeechSource):
     def __init__(
         self,
         root: str | os.PathLike,
-        speaker_from_parent: bool = False,
+        speaker_from_parent: bool | None = None,
         split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
     ) -> None:
         if root is None or str(root) in ("", "???"):
             raise ValueError("FolderSpeech needs a folder: set data.speech.root=PATH")
         super().__init__(root, False, split_fractions)
-        self.speaker_from_parent = bool(speaker_from_parent)
+        self.speaker_from_parent = speaker_from_parent
+
+    def split_folders(self) -> list[str]:
+        """The split folders (``train``/``valid``/``test``) present under the root."""
+        assert self.root is not None
+        return [s for s in SPLITS if (self.root / s).is_dir()]
 
     def _build_index(self) -> dict[str, list[Utterance]]:
         assert self.root is not None
         if not self.root.is_dir():
             raise _missing_root("speech folder", self.root, download_flag=False)
-        files = scan_audio(self.root)
-        if not files:
+        split_dirs = self.split_folders()
+        by_parent = self.speaker_from_parent
+        if by_parent is None:
+            by_parent = bool(split_dirs)
+        files = {s: scan_audio(self.root / s) for s in split_dirs} or {"all": scan_audio(self.root)}
+        if not any(files.values()):
             raise ValueError(
                 f"speech folder '{self.root}' holds no audio files (looked for "
                 "*.wav, *.flac, *.ogg recursively)"
             )
-        utterances = []
-        for path in files:
-            rel = path.relative_to(self.root).as_posix()
-            speaker = path.parent.name if self.speaker_from_parent else None
-            utterances.append(Utterance(str(path), speaker, rel))
-        return self._split_by_speaker(utterances)
+        found: dict[str, list[Utterance]] = {}
+        for split, paths in files.items():
+            base = self.root / split if split in SPLITS else self.root
+            found[split] = []
+            for path in paths:
+                rel = path.relative_to(self.root).as_posix()
+                # A file directly in a split folder has no speaker folder.
+                parent_is_split = path.parent == base and split in SPLITS
+                speaker = path.parent.name if by_parent and not parent_is_split else None
+                found[split].append(Utterance(str(path), speaker, rel))
+        if split_dirs:
+            return found
+        return self._split_by_speaker(found["all"])
 
 
 class DemoSpeech(SpeechSource):

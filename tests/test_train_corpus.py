@@ -1,0 +1,85 @@
+"""scripts/make_train_corpus.py on a handful of utterances: layout, splits, held-out voices."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import random
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from audiodiag.data import SPLITS, DemoSpeech, FolderSpeech
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_train_corpus.py"
+
+
+def _load():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("make_train_corpus", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_sentences_are_new_and_distinct() -> None:
+    corpus = _load()
+    demo = corpus.demo_sentences()
+    assert len(demo) >= 360
+    texts = corpus.make_sentences(3000, random.Random(0), exclude=demo)
+    assert len(set(texts)) == 3000 and not set(texts) & demo
+    german = corpus.make_sentences(20, random.Random(0), language="de")
+    assert len(set(german)) == 20 and not set(german) & set(texts)
+
+
+def test_speakers_hold_languages_and_variants_out() -> None:
+    corpus = _load()
+    cast = corpus.make_speakers(120, 20, corpus.split_counts(120), random.Random(0))
+    train = [s for s in cast if s.split != "heldout"]
+    held = [s for s in cast if s.split == "heldout"]
+    assert len({(s.language, s.variant, s.pitch, s.speed) for s in train}) == 120
+    assert [sum(s.split == split for s in train) for split in SPLITS] == [96, 12, 12]
+    assert len(held) == 20 and {s.language for s in held} == set(corpus.HELDOUT_LANGUAGES)
+    assert not {s.language for s in held} & {s.language for s in train}
+    assert not {s.variant for s in held} & {s.variant for s in train}
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_small_corpus_layout_and_disjoint_speakers(tmp_path: Path) -> None:
+    corpus = _load()
+    out = tmp_path / "corpus"
+    stats = corpus.build(out, speakers=5, per_speaker=2, heldout_speakers=5,
+                         heldout_per_speaker=1, workers=2)  # fmt: skip
+    assert stats["utterances"] == 10 and stats["heldout_utterances"] == 5
+    rows = _rows(out / "metadata.csv")
+    held_rows = _rows(out / "heldout_voices" / "metadata.csv")
+    assert list(rows[0]) == list(corpus.FIELDS)
+    for base, table in ((out, rows), (out / "heldout_voices", held_rows)):
+        for row in table:
+            info = sf.info(str(base / row["path"]))
+            assert info.samplerate == 16000 and info.channels == 1 and info.frames > 8000
+            assert row["path"].startswith(f"{row['split']}/{row['speaker']}/")
+    # data=folder reads the split folders, speaker = parent folder, heldout_voices/ is ignored.
+    folder = FolderSpeech(out)
+    by_split = {s: {u.speaker for u in folder.utterances(s)} for s in SPLITS}
+    assert [len(by_split[s]) for s in SPLITS] == [3, 1, 1]
+    assert not (by_split["train"] & by_split["valid"] or by_split["train"] & by_split["test"])
+    assert sum(len(folder.utterances(s)) for s in SPLITS) == 10
+    # data=demo reads the same splits from metadata.csv.
+    demo = DemoSpeech(out)
+    assert {s: {u.speaker for u in demo.utterances(s)} for s in SPLITS} == by_split
+    # The held-out set is a test split of voices and languages never used in training.
+    held = FolderSpeech(out / "heldout_voices")
+    assert len(held.utterances("test")) == 5 and not held.utterances("train")
+    assert not {r["language"] for r in held_rows} & {r["language"] for r in rows}
+    assert not {r["variant"] for r in held_rows} & {r["variant"] for r in rows}
+    assert not {r["text"] for r in rows + held_rows} & corpus.demo_sentences()
