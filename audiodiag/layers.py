@@ -502,6 +502,25 @@ def make_diagonal(
     )
 
 
+def set_diagonal(layer: DiagonalLinear, weight: Tensor, bias: Tensor | None = None) -> None:
+    """Load a main-diagonal weight ``(features,)`` (off-diagonals zero) and optionally a bias.
+
+    Goes through the shared state_dict layout, so it works for every implementation; the
+    low-rank factors, if any, are left as they are.
+    """
+    state = layer.state_dict()
+    current = state["weight"]
+    new_weight = torch.zeros_like(current)
+    if current.dim() == 1:
+        new_weight.copy_(weight)
+    else:
+        new_weight[current.shape[0] // 2] = weight.to(current)
+    update = {"weight": new_weight}
+    if bias is not None and "bias" in state:
+        update["bias"] = bias.to(state["bias"])
+    layer.load_state_dict(update, strict=False)
+
+
 def count_parameters(module: nn.Module) -> int:
     """Trainable values of ``module``, diagonal layers counted in the shared state_dict layout.
 

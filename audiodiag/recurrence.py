@@ -1,0 +1,304 @@
+"""Diagonal linear recurrence: seconds of per-bin memory that train in parallel and stream.
+
+Per frequency bin ``f`` and memory channel ``m`` (nothing mixes bins or channels here)::
+
+    s[t] = a * s[t-1] + (1 - a) * u[t],      a = exp(-exp(nu)) in (0, 1),  s[-1] = state (0)
+
+``(1 - a)`` gives every decay a unit DC gain, so slow and fast channels have the same scale and
+the time constant ``tau = -1 / ln(a)`` frames can be learned freely: ``a`` stays in (0, 1) for any
+``nu`` (no stability constraint to enforce). Channels start with time constants spread
+log-uniformly between ``min_s`` and ``max_s`` seconds (the same for every bin); training then
+moves each bin's own.
+
+Parallel over time: the recurrence is a causal convolution with the impulse response
+``(1 - a) a^k``, so a whole clip is ``irfft(rfft(u) * rfft(kernel))`` (zero-padded to at least
+``2n - 1`` points, so nothing wraps around) plus ``a^(t+1) * state``: loop-free, ``O(n log n)``
+per sequence, and stable for ``a`` close to 1 and any length, because every term is a power of
+``a <= 1`` (``exp(t * ln a)``, never a division by ``a^t``). The same closed form continues from
+any state, so chunk-by-chunk equals whole-clip to float rounding; :meth:`DiagonalDecay.step` is
+the plain one-frame recursion.
+
+:class:`RecurrentBlock` wraps the recurrence in diagonal layers of :mod:`audiodiag.layers` (so
+``layer=`` still chooses how they are computed, and bins mix only through ``bandwidth`` or
+``rank``): ``u_m = sum_i B_mi(h_i)`` (times ``sigmoid(sum_i G_mi(h_i))`` with ``gate=True``),
+``s_m`` as above, and ``h_j + act(sum_m C_jm(s_m))`` out. ``C`` starts at zero, so a network with
+the block starts as the same function as without it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from audiodiag.layers import set_diagonal
+
+__all__ = ["DiagonalDecay", "DiagonalSums", "RecurrentBlock", "decay_scan", "time_constants"]
+
+
+def time_constants(channels: int, min_s: float, max_s: float) -> list[float]:
+    """``channels`` time constants in seconds, log-uniformly spaced from ``min_s`` to ``max_s``
+    (one channel: their geometric mean)."""
+    if channels == 1:
+        return [math.sqrt(min_s * max_s)]
+    ratio = math.log(max_s / min_s) / (channels - 1)
+    return [min_s * math.exp(ratio * m) for m in range(channels)]
+
+
+def _fft_size(n: int) -> int:
+    """A transform length >= 2n - 1 (linear, not circular, convolution of two n-point signals)."""
+    if torch.jit.is_scripting():
+        size = 2
+        while size < 2 * n:
+            size *= 2
+        return size
+    return _fft_size_eager(n)
+
+
+@torch.jit.unused
+def _fft_size_eager(n: int) -> int:
+    if torch.compiler.is_exporting():
+        # A symbolic length (ONNX export with dynamic frames) cannot be rounded up to a power
+        # of two; 2n works for any n.
+        return 2 * n
+    return 1 << max(1, (2 * n - 1).bit_length())
+
+
+def decay_scan(u: Tensor, log_a: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """All frames of ``s[t] = a s[t-1] + (1 - a) u[t]`` at once, without a loop over time.
+
+    Args:
+        u: input (B, M, n, F): batch, channels, frames, bins.
+        log_a: ``ln a`` (M, F), every entry < 0.
+        state: ``s[-1]`` (B, M, F); None means zeros.
+
+    Returns:
+        (s (B, M, n, F), the last frame s[n-1] (B, M, F): the state to continue from).
+        Computed in float32 (float64 stays float64; FFTs have no half-precision CPU kernels).
+    """
+    dtype = u.dtype
+    compute = dtype if dtype == torch.float64 else torch.float32
+    x = u.to(compute)
+    log_a = log_a.to(compute)
+    n = x.shape[2]
+    if n == 0:
+        last = state if state is not None else x.new_zeros(x.shape[0], x.shape[1], x.shape[3])
+        return u, last.to(dtype)
+    steps = torch.arange(n + 1, device=x.device, dtype=compute).reshape(1, n + 1, 1)
+    powers = torch.exp(steps * log_a.unsqueeze(1))  # a^0 .. a^n: (M, n+1, F), all in (0, 1]
+    kernel = -torch.expm1(log_a).unsqueeze(1) * powers[:, :n]  # (1 - a) a^k, accurate near a = 1
+    size = _fft_size(n)
+    product = torch.fft.rfft(x, n=size, dim=2) * torch.fft.rfft(kernel, n=size, dim=1)
+    y = torch.fft.irfft(product, n=size, dim=2)[:, :, :n]
+    if state is not None:
+        y = y + powers[:, 1:] * state.to(compute).unsqueeze(2)  # + a^(t+1) s[-1]
+    return y.to(dtype), y[:, :, n - 1].to(dtype)
+
+
+class DiagonalDecay(nn.Module):
+    """Learnable per-(channel, bin) decays and the recurrence over them (module docstring).
+
+    Args:
+        channels: memory channels ``M``.
+        features: bins ``F``.
+        frame_rate: frames per second, to turn ``min_s``/``max_s`` into frames.
+        min_s, max_s: initial time constants, log-uniform over the channels (seconds).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        features: int,
+        frame_rate: float,
+        min_s: float = 0.02,
+        max_s: float = 2.0,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"memory channels must be an integer >= 1, got {channels!r}")
+        if not isinstance(features, int) or features < 1:
+            raise ValueError(f"features must be an integer >= 1, got {features!r}")
+        if not frame_rate > 0:
+            raise ValueError(f"frame_rate={frame_rate} must be > 0")
+        if not 0 < min_s <= max_s:
+            raise ValueError(
+                f"memory time constants need 0 < min_s <= max_s, got min_s={min_s}, max_s={max_s}"
+            )
+        self.channels = channels
+        self.features = features
+        self.frame_rate = float(frame_rate)
+        self.min_s = float(min_s)
+        self.max_s = float(max_s)
+        self.nu = nn.Parameter(torch.empty(channels, features, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Time constants log-uniform in [min_s, max_s] over the channels, equal across bins."""
+        frames = [
+            tau * self.frame_rate for tau in time_constants(self.channels, self.min_s, self.max_s)
+        ]
+        # a = exp(-1 / tau)  <=>  exp(nu) = 1 / tau  <=>  nu = -ln(tau)
+        nu = torch.tensor([-math.log(tau) for tau in frames], dtype=torch.float64)
+        self.nu.copy_(nu.unsqueeze(1).expand(self.channels, self.features))
+
+    def log_decay(self) -> Tensor:
+        """``ln a`` (M, F), strictly negative."""
+        # nu in [-20, 20] (time constants e^-20 .. e^20 frames) keeps exp(nu) finite, so that
+        # t * ln(a) never meets 0 * inf.
+        return -torch.exp(self.nu.clamp(-20.0, 20.0))
+
+    def time_constants_s(self) -> Tensor:
+        """Current time constants ``-1 / (ln a * frame_rate)`` in seconds, (M, F)."""
+        return -1.0 / (self.log_decay().detach() * self.frame_rate)
+
+    def forward(self, u: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Frames (B, M, n, F) from ``state`` (B, M, F) (None: zeros) -> (s, new state)."""
+        if u.dim() != 4 or u.shape[1] != self.channels or u.shape[3] != self.features:
+            raise ValueError(
+                f"DiagonalDecay expects input (batch, {self.channels}, frames, {self.features}), "
+                f"got shape {list(u.shape)}"
+            )
+        return decay_scan(u, self.log_decay(), state)
+
+    def step(self, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """One frame (B, M, F) of the recursion: ``s = a * state + (1 - a) * u``; returns (s, s)."""
+        log_a = self.log_decay()
+        s = torch.exp(log_a) * state - torch.expm1(log_a) * u
+        return s, s
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, features={self.features}, "
+            f"time_constants_s=[{self.min_s:g} .. {self.max_s:g}]"
+        )
+
+
+class DiagonalSums(nn.Module):
+    """``out_o = sum_i D_oi(x_i)`` for ``outputs`` outputs of ``inputs`` inputs, each ``D`` a
+    diagonal layer (``layers[o * inputs + i]``; only each sum's first layer has a bias)."""
+
+    def __init__(self, make_layer: Callable[[bool], nn.Module], inputs: int, outputs: int) -> None:
+        super().__init__()
+        self.inputs = inputs
+        self.outputs = outputs
+        self.layers = nn.ModuleList(make_layer(n % inputs == 0) for n in range(inputs * outputs))
+
+    def forward(self, x: list[Tensor]) -> list[Tensor]:
+        """``inputs`` tensors (..., F) -> ``outputs`` tensors (..., F)."""
+        sums: list[Tensor] = []
+        for n, layer in enumerate(self.layers):
+            if n % self.inputs == 0:
+                sums.append(layer(x[0]))
+            else:
+                sums[-1] = layer(x[n % self.inputs], add=sums[-1])
+        return sums
+
+    def extra_repr(self) -> str:
+        return f"inputs={self.inputs}, outputs={self.outputs}"
+
+
+class RecurrentBlock(nn.Module):
+    """Residual diagonal memory: ``h_j + act(sum_m C_jm(s_m))`` with ``s_m`` the decaying
+    recurrence of ``u_m = sum_i B_mi(h_i)`` (gated: times ``sigmoid(sum_i G_mi(h_i))``).
+
+    Every map is a :class:`DiagonalSums` of layers from ``make_layer(bias)``, acting on the
+    frequency axis; hidden signals travel as lists of (B, n, F) tensors as in
+    :class:`audiodiag.model.DiagonalBlock`.
+
+    Args:
+        make_layer: builds one diagonal layer; its argument says whether it has a bias.
+        channels: hidden signals in and out (``C``).
+        memory_channels: recurrent states per bin (``M``).
+        features: bins.
+        frame_rate: frames per second.
+        min_s, max_s: initial time constants (seconds), log-uniform over the memory channels.
+        gate: multiply the input by an input-dependent sigmoid gate (GLU-style).
+        activation: applied to the output map's sums before the residual addition.
+    """
+
+    def __init__(
+        self,
+        make_layer: Callable[[bool], nn.Module],
+        channels: int,
+        memory_channels: int,
+        features: int,
+        frame_rate: float,
+        min_s: float = 0.02,
+        max_s: float = 2.0,
+        gate: bool = False,
+        activation: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels must be an integer >= 1, got {channels!r}")
+        self.channels = channels
+        self.memory_channels = memory_channels
+        self.gated = bool(gate)
+        self.decay = DiagonalDecay(memory_channels, features, frame_rate, min_s, max_s)
+        self.in_map = DiagonalSums(make_layer, channels, memory_channels)
+        self.gate_map = DiagonalSums(make_layer, channels, memory_channels if gate else 0)
+        self.out_map = DiagonalSums(make_layer, memory_channels, channels)
+        self.activation = activation if activation is not None else nn.SiLU()
+        self.reset_parameters()
+
+    def diagonal_layers(self) -> list[nn.Module]:
+        """Every diagonal layer of the block (input, gate and output maps)."""
+        return [*self.in_map.layers, *self.gate_map.layers, *self.out_map.layers]
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Input and gate maps uniform in +-1/sqrt(C) per bin (like ``nn.Linear``), output map
+        zero (the block starts as the identity), decays back to their log-uniform spread."""
+        features = self.decay.features
+        bound = 1.0 / math.sqrt(self.channels)
+        for layer in [*self.in_map.layers, *self.gate_map.layers]:
+            weight = (torch.rand(features, generator=generator) * 2 - 1) * bound
+            set_diagonal(layer, weight, torch.zeros(features))  # type: ignore[arg-type]
+        for layer in self.out_map.layers:
+            set_diagonal(layer, torch.zeros(features), torch.zeros(features))  # type: ignore[arg-type]
+        self.decay.reset_parameters()
+
+    def initial_state(self, batch: int, like: Tensor) -> Tensor:
+        """Zero memory (B, M, F) before the first frame, on ``like``'s device and dtype."""
+        return like.new_zeros(batch, self.memory_channels, self.decay.features)
+
+    def _memory_input(self, h: list[Tensor]) -> Tensor:
+        """``u_m`` (gated) for every memory channel, stacked at dim 1: (B, M, ...)."""
+        u = self.in_map(h)
+        if self.gated:
+            gates = self.gate_map(h)
+            u = [u[m] * torch.sigmoid(gates[m]) for m in range(self.memory_channels)]
+        return torch.stack(u, dim=1)
+
+    def _output(self, h: list[Tensor], memory: Tensor) -> list[Tensor]:
+        """``h_j + act(sum_m C_jm(s_m))`` from the memory stacked at dim 1."""
+        sums = self.out_map(list(memory.unbind(1)))
+        return [h[j] + self.activation(sums[j]) for j in range(self.channels)]
+
+    def chunk(self, h: list[Tensor], state: Tensor | None) -> tuple[list[Tensor], Tensor]:
+        """Consecutive frames ``h`` (C tensors (B, n, F)) continuing from ``state`` (None: zero
+        memory). Returns (C outputs (B, n, F), new state (B, M, F)); chunks fed in order equal
+        one call on all frames."""
+        memory, new_state = self.decay(self._memory_input(h), state)
+        return self._output(h, memory), new_state
+
+    def forward(self, h: list[Tensor]) -> list[Tensor]:
+        """Whole-clip outputs from zero memory."""
+        return self.chunk(h, None)[0]
+
+    def step(self, h: list[Tensor], state: Tensor) -> tuple[list[Tensor], Tensor]:
+        """One frame by the plain recursion (no FFT): ``h`` as C tensors (B, F) -> (C outputs
+        (B, F), new state (B, M, F))."""
+        memory, new_state = self.decay.step(self._memory_input(h), state)
+        return self._output(h, memory), new_state
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, memory_channels={self.memory_channels}, gate={self.gated}"
+        )
