@@ -2,11 +2,14 @@
 
 A causal GainNet is frame-recursive (see :meth:`GainNet.gains_chunk`): frame ``t`` covers input
 samples ``[t*hop - (n_fft - hop), (t+1)*hop)``, the features use running statistics and the
-blocks look back only. :class:`StreamingEnhancer` keeps that recursion's state, the input samples
-not yet framed, and the overlap-add tail, so any sequence of blocks (any sizes, not necessarily
+blocks look back only. :class:`StreamCore` is that recursion for waveforms, written once as pure
+functions of an explicit ``List[Tensor]`` state (the net's state, the input samples not yet
+framed, the overlap-add tail, and counters): TorchScript compiles it, so the exported file
+(:class:`audiodiag.export.ExportedEnhancer` is a StreamCore) and the eager
+:class:`StreamingEnhancer` run the same code. Any sequence of blocks (any sizes, not necessarily
 multiples of the hop) reproduces the offline ``net(waveform)`` to float rounding (~1e-6).
 
-Two ways to read the output:
+Two ways to read the eager output:
 
 * :meth:`StreamingEnhancer.process` returns exactly ``len(block)`` samples, the offline output
   delayed by :attr:`StreamingEnhancer.latency_samples` (zeros first); what an audio callback needs.
@@ -20,14 +23,16 @@ Latency: a sample can be output once every frame overlapping it has been seen, i
 adds its own buffering on top, as in any block processor.
 """
 
+# GainNet's attributes are read through nn.Module.__getattr__, typed "Tensor | Module" for mypy.
+# mypy: disable-error-code="union-attr,operator"
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from audiodiag.model import GainNet
 
-__all__ = ["StreamingEnhancer", "align"]
+__all__ = ["StreamCore", "StreamingEnhancer", "align"]
 
 
 def align(stream: Tensor, latency_samples: int, length: int) -> Tensor:
@@ -41,8 +46,82 @@ def align(stream: Tensor, latency_samples: int, length: int) -> Tensor:
     return stream[..., latency_samples : latency_samples + length]
 
 
+class StreamCore(nn.Module):
+    """The streaming recursion of a causal GainNet as pure functions of a ``List[Tensor]``.
+
+    State (from :meth:`initial_state`): the net's state (:meth:`GainNet.initial_state`), input
+    samples not yet framed (B, m), the overlap-add tail (B, n_fft - hop), and the counters
+    ``[samples in, frames done, samples out]``. :meth:`consume` feeds samples, :meth:`finish`
+    ends the stream; concatenated, their outputs equal ``net(waveform)``. A non-causal net can
+    be wrapped (the exported file carries one) but refuses :meth:`initial_state`.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.n_fft = int(net.n_fft)
+        self.hop_length = int(net.hop_length)
+        self.left_pad = self.n_fft - self.hop_length
+        self.causal = bool(net.causal)
+        # Measured from the net, so new state in the net (recurrences) needs no change here.
+        self.net_state_size = len(net.initial_state(1, torch.zeros(1))) if self.causal else 0
+
+    def initial_state(self, like: Tensor) -> list[Tensor]:
+        """A fresh state for ``like.shape[0]`` channels, on ``like``'s device and dtype."""
+        if not self.causal:
+            raise RuntimeError("block processing needs a causal model (causal=True)")
+        batch = like.shape[0]
+        state = self.net.initial_state(batch, like)
+        state.append(like.new_zeros(batch, self.left_pad))
+        state.append(like.new_zeros(batch, self.left_pad))
+        state.append(torch.zeros(3, dtype=torch.long))
+        return state
+
+    def consume(self, samples: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """Append input (B, n); run every complete frame; return (newly final output, state)."""
+        size = self.net_state_size
+        pending = torch.cat([state[size], samples.to(state[size].dtype)], dim=1)
+        tail = state[size + 1]
+        counters = state[size + 2].clone()
+        counters[0] = int(counters[0]) + samples.shape[1]
+        available = pending.shape[1]
+        if available < self.n_fft:
+            return pending.new_zeros(pending.shape[0], 0), state[:size] + [pending, tail, counters]
+        hop = self.hop_length
+        count = (available - self.n_fft) // hop + 1
+        used = (count - 1) * hop + self.n_fft
+        stft = self.net.stft
+        spec = stft.frames_to_spec(pending[:, :used])
+        gains, net_state = self.net.gains_chunk(spec, state[:size])
+        summed = stft.overlap_add(stft.synthesis_frames(spec * gains))
+        summed = torch.cat([summed[:, : self.left_pad] + tail, summed[:, self.left_pad :]], dim=1)
+        start = int(counters[1]) * hop
+        final = summed[:, : count * hop] / stft.envelope_for(start, count * hop)
+        # Positions before the left padding's end are not output samples.
+        final = final[:, max(0, self.left_pad - start) :]
+        counters[1] = int(counters[1]) + count
+        counters[2] = int(counters[2]) + final.shape[1]
+        new_state = net_state + [pending[:, count * hop :], summed[:, count * hop :], counters]
+        return final, new_state
+
+    def finish(self, state: list[Tensor]) -> Tensor:
+        """End of input: run the last frames (zero padded like ``forward``), return the rest."""
+        size = self.net_state_size
+        counters = state[size + 2]
+        received = int(counters[0])
+        if received == 0:
+            return state[size].new_zeros(state[size].shape[0], 0)
+        hop = self.hop_length
+        frames = (self.left_pad + received + hop - 1) // hop
+        missing = (frames - 1) * hop + self.n_fft - (self.left_pad + received)
+        zeros = state[size].new_zeros(state[size].shape[0], missing)
+        final, new_state = self.consume(zeros, state)
+        emitted = int(counters[2])
+        return final[:, : max(0, received - emitted)]
+
+
 class StreamingEnhancer:
-    """Stateful block processor around a causal GainNet.
+    """Stateful block processor around a causal GainNet (a :class:`StreamCore` and its state).
 
     Args:
         net: a GainNet built with ``causal=True`` (it is put in eval mode; weights are shared,
@@ -65,6 +144,7 @@ class StreamingEnhancer:
         if block_size is not None and block_size < 1:
             raise ValueError(f"block_size={block_size} must be >= 1")
         self.net = net.eval()
+        self.core = StreamCore(self.net)
         self.n_fft = net.n_fft
         self.hop_length = net.hop_length
         self.block_size = block_size
@@ -80,28 +160,18 @@ class StreamingEnhancer:
     def reset(self) -> None:
         """Forget the stream: the next block starts a new one."""
         self._channels: int | None = None
-        self._state: list[Tensor] | None = None
-        self._pending = torch.zeros(0)
-        self._tail = torch.zeros(0)
-        self._position = 0  # padded-signal index of the next output sample to finish
-        self._received = 0
-        self._emitted = 0
+        self._state: list[Tensor] = []
         self._queue = torch.zeros(0)
         self._finished = False
         self._mode: str | None = None  # "fixed" (process) or "ready" (process_ready)
         self._one_channel = True
 
     def _start(self, block: Tensor) -> None:
-        channels = block.shape[0]
-        like = torch.zeros(channels, 1, dtype=block.dtype, device=block.device)
-        self._channels = channels
-        self._state = self.net.initial_state(channels, like)
-        left = self.n_fft - self.hop_length
-        self._pending = block.new_zeros(channels, left)
-        self._tail = block.new_zeros(channels, left)
+        self._channels = block.shape[0]
+        self._state = self.core.initial_state(block.new_zeros(self._channels, 1))
         # Fixed-latency output starts with latency_samples of silence; ready output queues nothing.
         delay = self.latency_samples if self._mode == "fixed" else 0
-        self._queue = block.new_zeros(channels, delay)
+        self._queue = block.new_zeros(self._channels, delay)
 
     def _as_2d(self, block: Tensor, mode: str) -> Tensor:
         if not isinstance(block, Tensor) or not block.is_floating_point():
@@ -132,52 +202,22 @@ class StreamingEnhancer:
         return block
 
     @torch.no_grad()
-    def _consume(self, samples: Tensor) -> Tensor:
-        """Append input (C, n); run every complete frame; return the newly final output."""
-        net = self.net
-        hop, n_fft = self.hop_length, self.n_fft
-        self._pending = torch.cat([self._pending, samples], dim=-1)
-        available = self._pending.shape[-1]
-        if available < n_fft:
-            return samples.new_zeros(samples.shape[0], 0)
-        count = (available - n_fft) // hop + 1
-        used = (count - 1) * hop + n_fft
-        assert self._state is not None
-        spec = net.stft.frames_to_spec(self._pending[:, :used])
-        gains, self._state = net.gains_chunk(spec, self._state)
-        summed = net.stft.overlap_add(net.stft.synthesis_frames(spec * gains))
-        overlap = n_fft - hop
-        summed[:, :overlap] += self._tail
-        final = summed[:, : count * hop]
-        self._tail = summed[:, count * hop :]
-        self._pending = self._pending[:, count * hop :]
-        start = self._position
-        self._position += count * hop
-        final = final / net.stft.envelope_for(start, count * hop)
-        # Positions before the left padding's end are not output samples.
-        skip = max(0, overlap - start)
-        return final[:, skip:]
+    def _consume(self, block: Tensor) -> Tensor:
+        ready, self._state = self.core.consume(block, self._state)
+        return ready
 
-    @staticmethod
-    def _shape_like(out: Tensor, one_channel: bool) -> Tensor:
-        return out[0] if one_channel else out
+    def _shaped(self, out: Tensor) -> Tensor:
+        return out[0] if self._one_channel else out
 
     def process_ready(self, block: Tensor) -> Tensor:
         """Feed a block; return every output sample that became final (possibly none)."""
-        block2 = self._as_2d(block, "ready")
-        self._received += block2.shape[-1]
-        ready = self._consume(block2)
-        self._emitted += ready.shape[-1]
-        return self._shape_like(ready, self._one_channel)
+        return self._shaped(self._consume(self._as_2d(block, "ready")))
 
     def process(self, block: Tensor) -> Tensor:
         """Feed a block; return exactly ``len(block)`` samples of the output delayed by
         :attr:`latency_samples`."""
         block2 = self._as_2d(block, "fixed")
-        self._received += block2.shape[-1]
-        ready = self._consume(block2)
-        self._emitted += ready.shape[-1]
-        self._queue = torch.cat([self._queue, ready], dim=-1)
+        self._queue = torch.cat([self._queue, self._consume(block2)], dim=-1)
         size = block2.shape[-1]
         if self._queue.shape[-1] < size:
             raise RuntimeError(
@@ -188,7 +228,7 @@ class StreamingEnhancer:
             )
         out = self._queue[:, :size]
         self._queue = self._queue[:, size:]
-        return self._shape_like(out, self._one_channel)
+        return self._shaped(out)
 
     def flush(self, block: Tensor | None = None) -> Tensor:
         """End the stream: take an optional last block of any size, run the last frames (zero
@@ -199,20 +239,12 @@ class StreamingEnhancer:
             raise RuntimeError("StreamingEnhancer: flush() called twice; call reset() first")
         if block is not None:
             block2 = self._as_2d(block, self._mode or "ready")
-            self._received += block2.shape[-1]
-            ready = self._consume(block2)
-            self._emitted += ready.shape[-1]
-            self._queue = torch.cat([self._queue, ready], dim=-1)
+            self._queue = torch.cat([self._queue, self._consume(block2)], dim=-1)
         self._finished = True
         if self._channels is None:
             return torch.zeros(0)
-        left = self.n_fft - self.hop_length
-        frames = -(-(left + self._received) // self.hop_length)
-        padded_total = (frames - 1) * self.hop_length + self.n_fft
-        missing = padded_total - (left + self._received)
-        ready = self._consume(self._pending.new_zeros(self._pending.shape[0], missing))
-        ready = ready[:, : max(0, self._received - self._emitted)]
-        self._emitted += ready.shape[-1]
-        out = torch.cat([self._queue, ready], dim=-1)
+        with torch.no_grad():
+            rest = self.core.finish(self._state)
+        out = torch.cat([self._queue, rest], dim=-1)
         self._queue = out[:, :0]
-        return self._shape_like(out, self._one_channel)
+        return self._shaped(out)
