@@ -412,9 +412,10 @@ def safe_extract(
     The whole archive is checked first (see the module docstring for the policy) and an offending
     member raises :class:`UnsafeArchiveError` naming the archive and the member. The members
     are then written into a temporary folder beside ``destination`` and moved into place only
-    when all of them were written; on any failure the temporary folder is removed and
-    ``destination`` is left as it was. Over an existing folder the archive's files replace
-    files of the same name and everything else is kept.
+    when all of them were written; on any failure while checking or writing, the temporary
+    folder is removed and ``destination`` is left as it was. Into a new folder the move is one
+    rename; over an existing folder the archive's files and links replace those of the same name
+    and everything else is kept (an I/O error during that merge is not rolled back).
 
     Args:
         max_bytes: cap on the bytes actually written (default :func:`default_max_bytes`).
