@@ -2,8 +2,10 @@
 
 Every generator takes a ``numpy.random.Generator`` (the caller seeds it from the mixture index),
 so the same index always gives the same noise. Colored noise is made by shaping a random
-spectrum with one FFT, which costs about as much as copying the samples. All outputs are
-scaled to unit RMS; the mixer sets the level from the drawn SNR.
+spectrum with one FFT, which costs about as much as copying the samples. The procedural
+families (glide, transient, modulated, drifting, instruments) live in
+:mod:`audiodiag.data.noise_families`, the synthetic room in :mod:`audiodiag.data.rooms`. All
+outputs are scaled to unit RMS; the mixer sets the level from the drawn SNR.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from audiodiag.audio import (
     scan_audio,
     to_mono,
 )
+from audiodiag.data.noise_families import FAMILIES
+from audiodiag.data.rooms import apply_room, room_impulse_response
 from audiodiag.data.speech import SPLITS, assign_splits
 
 __all__ = ["NOISE_TYPES", "NoiseSource"]
@@ -39,8 +43,19 @@ NOISE_TYPES: tuple[str, ...] = (
     "tonal",
     "band",
     "babble",
+    "glide",
+    "transient",
+    "modulated",
+    "drifting",
+    "instruments",
+    "mixture",
     "folder",
 )
+
+# What a ``mixture`` combines when no other type has a positive weight.
+_MIXTURE_FALLBACK: tuple[str, ...] = (
+    "white", "pink", "brown", "hum", "tonal", "band", *FAMILIES,
+)  # fmt: skip
 
 # Colored noise below this frequency is inaudible drift that would eat the SNR budget.
 _MIN_COLOR_HZ = 20.0
@@ -77,7 +92,12 @@ class NoiseSource:
         weights: type -> relative probability. Types: ``white``, ``pink`` (1/f), ``brown``
             (1/f^2), ``hum`` (mains hum with harmonics), ``tonal`` (a few steady/warbling tones),
             ``band`` (band-limited noise), ``babble`` (sum of other utterances of the speech
-            source, same split), ``folder`` (recordings under ``folder``). Zero weights are off.
+            source, same split), ``glide`` (whistles, sirens, whines: tones whose pitch moves),
+            ``transient`` (clicks, knocks, decaying beeps/chimes, typing), ``modulated``
+            (noise under a periodic or random envelope: fans, engines, gusts), ``drifting``
+            (coloured noise whose spectral shape moves), ``instruments`` (harmonic voices
+            playing notes), ``mixture`` (2-3 of the other positive-weight types summed),
+            ``folder`` (recordings under ``folder``). Zero weights are off.
         folder: directory of noise recordings (wav/flac/ogg, recursive), used by ``folder``.
         split_folder: give train/valid/test disjoint recordings (hash of the file path) when
             the folder holds at least three files.
@@ -86,6 +106,10 @@ class NoiseSource:
         babble_talkers: inclusive range of talkers summed into babble.
         tonal_tones: inclusive range of the number of tones.
         tonal_hz_range / band_hz_range: frequency ranges (Hz) for tones and noise bands.
+        mixture_types: inclusive range of how many types a ``mixture`` sums.
+        room_probability: chance that a synthetic or babble draw (not a recording) is played
+            through a random synthetic room (see :mod:`audiodiag.data.rooms`).
+        room_rt60_range: reverberation time range (s) of those rooms.
     """
 
     def __init__(
@@ -99,6 +123,9 @@ class NoiseSource:
         tonal_tones: Sequence[int] = (1, 3),
         tonal_hz_range: Sequence[float] = (100.0, 4000.0),
         band_hz_range: Sequence[float] = (100.0, 7000.0),
+        mixture_types: Sequence[int] = (2, 3),
+        room_probability: float = 0.0,
+        room_rt60_range: Sequence[float] = (0.15, 0.8),
     ) -> None:
         if weights is None:
             weights = {t: 1.0 for t in NOISE_TYPES if t != "folder"}
@@ -134,6 +161,19 @@ class NoiseSource:
         if self.babble_talkers[0] < 1 or self.babble_talkers[1] < self.babble_talkers[0]:
             raise ValueError(
                 f"noise.babble_talkers={list(babble_talkers)} must be [min>=1, max>=min]"
+            )
+        self.mixture_types = (int(mixture_types[0]), int(mixture_types[1]))
+        if self.mixture_types[0] < 2 or self.mixture_types[1] < self.mixture_types[0]:
+            raise ValueError(
+                f"noise.mixture_types={list(mixture_types)} must be [min>=2, max>=min]"
+            )
+        self.room_probability = float(room_probability)
+        if not 0.0 <= self.room_probability <= 1.0:
+            raise ValueError(f"noise.room_probability={room_probability} must be in [0, 1]")
+        self.room_rt60_range = (float(room_rt60_range[0]), float(room_rt60_range[1]))
+        if not 0.0 < self.room_rt60_range[0] <= self.room_rt60_range[1]:
+            raise ValueError(
+                f"noise.room_rt60_range={list(room_rt60_range)} must be [low>0, high>=low] seconds"
             )
         self._folder_files: dict[str, list[str]] | None = None
         self._info: dict[str, tuple[int, int]] = {}
@@ -306,8 +346,29 @@ class NoiseSource:
         """Make ``num_samples`` of noise of type ``kind`` at unit RMS.
 
         Returns ``(noise float32 (num_samples,), type actually made)``: babble without other
-        utterances, or a folder without readable files, falls back to pink noise.
+        utterances, or a folder without readable files, falls back to pink noise. With
+        ``room_probability`` > 0, anything but a recording may pass through a random room (the
+        type label stays the same).
         """
+        out, made = self._make(kind, num_samples, sample_rate, rng, split, draw_speech, report_bad)
+        # Recordings carry their own room; the draw is skipped at 0 so old seeds keep their noise.
+        wet = made != "folder" and self.room_probability > 0.0
+        if wet and rng.random() < self.room_probability:
+            ir = room_impulse_response(sample_rate, rng, self.room_rt60_range)
+            out = apply_room(_unit_rms(out), ir)
+        return _unit_rms(out), made
+
+    def _make(
+        self,
+        kind: str,
+        num_samples: int,
+        sample_rate: int,
+        rng: np.random.Generator,
+        split: str,
+        draw_speech: DrawSpeech | None,
+        report_bad: ReportBad | None,
+    ) -> tuple[np.ndarray, str]:
+        """One dry draw of ``kind`` (not normalised) and the type actually made."""
         out: np.ndarray | None
         if kind == "white":
             out = rng.standard_normal(num_samples, dtype=np.float32)
@@ -323,13 +384,47 @@ class NoiseSource:
             out = self._band(num_samples, sample_rate, rng)
         elif kind == "babble":
             out = self._babble(num_samples, rng, draw_speech)
+        elif kind in FAMILIES:
+            out = FAMILIES[kind](num_samples, sample_rate, rng)
+        elif kind == "mixture":
+            out = self._mixture(num_samples, sample_rate, rng, split, draw_speech, report_bad)
         elif kind == "folder":
             out = self._folder_noise(num_samples, sample_rate, rng, split, report_bad)
         else:
             raise ValueError(f"unknown noise type '{kind}'; accepted: {list(NOISE_TYPES)}")
         if out is None:
             kind, out = "pink", self.colored(num_samples, 1.0, sample_rate, rng)
-        return _unit_rms(out), kind
+        return out, kind
+
+    def _mixture(
+        self,
+        num_samples: int,
+        sample_rate: int,
+        rng: np.random.Generator,
+        split: str,
+        draw_speech: DrawSpeech | None,
+        report_bad: ReportBad | None,
+    ) -> np.ndarray:
+        """2-3 distinct types, each at unit RMS within ±6 dB, summed.
+
+        The parts come from the other types with a positive weight (in proportion to it), so a
+        type left out of training never enters through a mixture either.
+        """
+        pool = [t for t in self.types if t not in ("mixture", "folder")]
+        if pool:
+            weights = np.array([self.probabilities[self.types.index(t)] for t in pool])
+        else:
+            pool = list(_MIXTURE_FALLBACK)
+            weights = np.ones(len(pool))
+        count = min(len(pool), int(rng.integers(self.mixture_types[0], self.mixture_types[1] + 1)))
+        picks = rng.choice(len(pool), size=count, replace=False, p=weights / weights.sum())
+        out = np.zeros(num_samples, dtype=np.float32)
+        for pick in picks:
+            part, _ = self._make(
+                pool[int(pick)], num_samples, sample_rate, rng, split, draw_speech, report_bad
+            )
+            out += np.float32(10 ** (rng.uniform(-6.0, 6.0) / 20.0)) * _unit_rms(part)
+        return out
 
     def sample(
         self,
