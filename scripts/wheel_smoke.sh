@@ -23,7 +23,16 @@ export XDG_DATA_HOME="$WORK/xdg-data"
 step() { printf '\n== %s (%ss)\n' "$1" "$SECONDS"; }
 
 step "build the wheel"
-"$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" "$REPO"
+# From a copy of the files git tracks or would track: setuptools' in-tree build/ folder can keep
+# files that were since deleted and put them in the wheel.
+SRC="$REPO"
+if git -C "$REPO" rev-parse --git-dir > /dev/null 2>&1; then
+  SRC="$WORK/src"
+  mkdir -p "$SRC"
+  (cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
+    | tar --create --null --files-from=- --ignore-failed-read 2> /dev/null) | tar -x -C "$SRC"
+fi
+"$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" "$SRC"
 WHEEL="$(ls "$WORK"/dist/audiodiag-*.whl)"
 ls -l "$WHEEL"
 
