@@ -16,8 +16,10 @@ from audiodiag.data.datamodule import (
     NoisySpeechDataModule,
 )
 from audiodiag.data.download import UnsafeArchiveError, download_and_extract, safe_extract
+from audiodiag.data.manifest import FileInfo, load_manifest
 from audiodiag.data.mixer import NO_NOISE_SNR_DB, SILENT_SNR_DB, Mixer, Mixture
 from audiodiag.data.noise import NOISE_TYPES, NoiseSource
+from audiodiag.data.noise_bank import NoiseBank
 from audiodiag.data.speech import (
     SPLITS,
     VCTK,
@@ -41,11 +43,13 @@ __all__ = [
     "DataSummaryCallback",
     "DemoSpeech",
     "EpochSampler",
+    "FileInfo",
     "FolderSpeech",
     "LibriSpeech",
     "Mixer",
     "Mixture",
     "MixtureDataset",
+    "NoiseBank",
     "NoiseSource",
     "NoisySpeechDataModule",
     "SpeechCommands",
@@ -54,5 +58,6 @@ __all__ = [
     "Utterance",
     "assign_splits",
     "download_and_extract",
+    "load_manifest",
     "safe_extract",
 ]

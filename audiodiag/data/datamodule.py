@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -25,9 +26,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from audiodiag.audio import AudioDecodeError, load_mono
+from audiodiag.audio import AudioDecodeError, load_mono, read_audio, resample, to_mono
+from audiodiag.data.manifest import FileInfo, load_manifest
 from audiodiag.data.mixer import Mixer
 from audiodiag.data.noise import NoiseSource
+from audiodiag.data.noise_bank import BANK_TYPES_EXCLUDED, NoiseBank
 from audiodiag.data.speech import SPLITS, SpeechSource, Utterance
 
 __all__ = [
@@ -98,6 +101,14 @@ class BadFileLog:
             with self._rescaled.get_lock():
                 self._rescaled.value += 1
 
+    def count_mixtures(self, mixtures: int, rescaled: int) -> None:
+        """Count a batch of mixtures at once (the batched path)."""
+        with self._mixtures.get_lock():
+            self._mixtures.value += int(mixtures)
+        if rescaled:
+            with self._rescaled.get_lock():
+                self._rescaled.value += int(rescaled)
+
     def summary(self) -> dict[str, Any]:
         """``{"bad_files": n, "files": {path: reason}, "mixtures": n, "rescaled": n}``."""
         files: dict[str, str] = {}
@@ -149,10 +160,13 @@ class BadFileLog:
 
 
 class AudioStore:
-    """Decodes utterances to mono float32 at ``sample_rate``, optionally caching them.
+    """Decodes utterances to mono float32 at ``sample_rate``: whole and cached in memory
+    (small corpora), or only the frames a crop needs (large ones).
 
     With ``cache=True`` each file is decoded once per process; :meth:`preload` fills the cache
-    in the main process before workers fork, so workers share it copy-on-write.
+    in the main process before workers fork, so workers share it copy-on-write. Without it,
+    :meth:`piece` reads only its frames (plus the resampler's margins when the file's rate
+    differs), using the lengths of :meth:`set_infos` (from the corpus manifest).
     """
 
     def __init__(self, sample_rate: int, bad_files: BadFileLog, cache: bool = True) -> None:
@@ -160,6 +174,11 @@ class AudioStore:
         self.bad_files = bad_files
         self.cache = bool(cache)
         self._cache: dict[str, torch.Tensor] = {}
+        self._infos: dict[str, FileInfo] = {}
+
+    def set_infos(self, infos: dict[str, FileInfo]) -> None:
+        """Frames and rates of the files (from :func:`~audiodiag.data.manifest.load_manifest`)."""
+        self._infos.update(infos)
 
     def load(self, path: str) -> torch.Tensor | None:
         """The decoded waveform ``(time,)``, or None for an unreadable file (in skip mode)."""
@@ -183,6 +202,52 @@ class AudioStore:
             return
         for path in paths:
             self.load(path)
+
+    def length(self, path: str) -> int | None:
+        """Samples at ``sample_rate`` without decoding, or None when unknown (not in the
+        manifest: unreadable header) or known bad."""
+        if self.cache or path in self._cache:
+            waveform = self.load(path)
+            return None if waveform is None else int(waveform.shape[-1])
+        info = self._infos.get(path)
+        if info is None or self.bad_files.is_bad(path):
+            return None
+        if info.sample_rate == self.sample_rate:
+            return info.frames
+        return math.ceil(info.frames * self.sample_rate / info.sample_rate)
+
+    def piece(self, path: str, start: int, num_samples: int) -> torch.Tensor | None:
+        """Samples ``[start, start + num_samples)`` at ``sample_rate`` (fewer at the end), or
+        None for an unreadable file (in skip mode)."""
+        if self.cache or path in self._cache:
+            waveform = self.load(path)
+            return None if waveform is None else waveform[start : start + num_samples]
+        info = self._infos.get(path)
+        if info is None or self.bad_files.is_bad(path):
+            return None
+        try:
+            return self._read(path, info, start, num_samples)
+        except AudioDecodeError as error:
+            self.bad_files.report(path, error)
+            return None
+
+    def _read(self, path: str, info: FileInfo, start: int, num_samples: int) -> torch.Tensor:
+        rate = info.sample_rate
+        if rate == self.sample_rate:
+            waveform, _ = read_audio(path, frame_offset=start, num_frames=num_samples)
+            return to_mono(waveform)
+        # Resample only what is read: the polyphase kernel maps input blocks of rate/g samples
+        # to output blocks of sample_rate/g, so read from a block boundary with a kernel-wide
+        # margin on both sides and cut the output there (as audio.StreamingResampler does).
+        g = math.gcd(rate, self.sample_rate)
+        in_block, out_block = rate // g, self.sample_rate // g
+        margin = math.ceil(6 * in_block / (min(in_block, out_block) * 0.99)) + in_block
+        lo = max(0, (start // out_block) * in_block - margin) // in_block * in_block
+        hi = min(info.frames, math.ceil((start + num_samples) * rate / self.sample_rate) + margin)
+        waveform, _ = read_audio(path, frame_offset=lo, num_frames=max(1, hi - lo))
+        out = resample(to_mono(waveform), rate, self.sample_rate)
+        skip = start - lo // in_block * out_block
+        return out[skip : skip + num_samples].clamp_(-1.0, 1.0)
 
 
 class EpochSampler(Sampler):
@@ -226,6 +291,12 @@ class MixtureDataset(Dataset):
     num_mixtures) % len(utterances)]``); ``order`` is a permutation fixed by the seed.
     Training items are addressed by ``(epoch, i)`` (see :class:`EpochSampler`), validation/test
     items by ``i`` alone, so the latter are identical in every run.
+
+    With a ``bank`` (:class:`~audiodiag.data.noise_bank.NoiseBank`) synthetic noise is a slice
+    of the bank instead of a per-item synthesis. With ``batched`` an item is only the recipe:
+    the clean crop, the bank row and offset (or a recording's crop), the SNR and gain; the
+    DataModule mixes the batch on the training device
+    (:meth:`NoisySpeechDataModule.mix_batch`), with the same result as the per-item path.
     """
 
     def __init__(
@@ -237,6 +308,8 @@ class MixtureDataset(Dataset):
         mixer: Mixer,
         num_mixtures: int,
         seed: int = 0,
+        bank: NoiseBank | None = None,
+        batched: bool = False,
     ) -> None:
         if not utterances:
             raise ValueError(
@@ -244,6 +317,8 @@ class MixtureDataset(Dataset):
             )
         if num_mixtures <= 0:
             raise ValueError(f"number of {split} mixtures must be > 0, got {num_mixtures}")
+        if batched and bank is None:
+            raise ValueError("batched mixing needs a noise bank")
         self.split = split
         self.utterances = list(utterances)
         self.store = store
@@ -251,6 +326,8 @@ class MixtureDataset(Dataset):
         self.mixer = mixer
         self.num_mixtures = int(num_mixtures)
         self.seed = int(seed)
+        self.bank = bank
+        self.batched = bool(batched)
         self.order = np.random.default_rng([self.seed, 104729, _SPLIT_CODE[split]]).permutation(
             len(self.utterances)
         )
@@ -258,14 +335,21 @@ class MixtureDataset(Dataset):
     def __len__(self) -> int:
         return self.num_mixtures
 
-    def _load_from(self, position: int) -> tuple[Utterance, torch.Tensor]:
-        """Load the utterance at ``position`` of the order, or the next readable one."""
+    def _crop_from(
+        self, position: int, rng: np.random.Generator
+    ) -> tuple[Utterance, torch.Tensor, int]:
+        """Crop the utterance at ``position`` of the order, or the next readable one."""
         n = len(self.utterances)
         for step in range(n):
             utterance = self.utterances[int(self.order[(position + step) % n])]
-            waveform = self.store.load(utterance.path)
-            if waveform is not None:
-                return utterance, waveform
+            total = self.store.length(utterance.path)
+            if total is None:
+                continue
+            start = self.mixer.crop_start(total, rng)
+            piece = self.store.piece(utterance.path, start, self.mixer.segment_samples)
+            if piece is not None:
+                clean, length = self.mixer.pad(piece)
+                return utterance, clean, length
         raise RuntimeError(f"no readable audio file in the '{self.split}' split ({n} files tried)")
 
     def _draw_speech(self, exclude: Utterance):
@@ -286,6 +370,22 @@ class MixtureDataset(Dataset):
 
         return draw
 
+    def bank_speech(self, rng: np.random.Generator) -> torch.Tensor | None:
+        """Babble talkers for the noise bank: a clip-long piece of a random utterance of this
+        split (only the piece is read)."""
+        assert self.bank is not None
+        need = self.bank.clip_samples
+        for _ in range(8):
+            path = self.utterances[int(rng.integers(len(self.utterances)))].path
+            total = self.store.length(path)
+            if total is None:
+                continue
+            start = int(rng.integers(0, total - need + 1)) if total > need else 0
+            piece = self.store.piece(path, start, need)
+            if piece is not None and piece.numel():
+                return piece
+        return None
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         if isinstance(key, tuple):
             epoch, index = int(key[0]), int(key[1])
@@ -301,8 +401,49 @@ class MixtureDataset(Dataset):
         # Training epochs walk on through the corpus when there are fewer mixtures per epoch than
         # utterances, so every utterance is used in turn.
         position = index + epoch * self.num_mixtures if self.split == "train" else index
-        utterance, speech = self._load_from(position % len(self.utterances))
-        clean, length = self.mixer.crop(speech, rng)
+        utterance, clean, length = self._crop_from(position % len(self.utterances), rng)
+        if self.bank is None:
+            return self._mix_here(utterance, clean, length, rng)
+        segment = self.mixer.segment_samples
+        kind = self.noise.draw_type(rng)
+        recording: torch.Tensor | None = None
+        row, offset = -1, 0
+        if kind in BANK_TYPES_EXCLUDED:
+            made, kind = self.noise.generate(
+                kind, segment, self.mixer.sample_rate, rng, self.split,
+                report_bad=self.store.bad_files.report,
+            )  # fmt: skip
+            recording = torch.from_numpy(made)
+        else:
+            row, offset = self.bank.draw(kind, rng)
+        snr_db = self.mixer.draw_snr_db(rng)
+        gain_db = self.mixer.draw_gain_db(rng)
+        if self.batched:
+            item: dict[str, Any] = {
+                "clean": clean,
+                "length": torch.tensor(length, dtype=torch.int64),
+                "snr_db": torch.tensor(snr_db, dtype=torch.float32),
+                "gain_db": torch.tensor(gain_db, dtype=torch.float32),
+                "epoch": torch.tensor(epoch, dtype=torch.int64),
+                "noise_row": torch.tensor(row, dtype=torch.int64),
+                "noise_offset": torch.tensor(offset, dtype=torch.int64),
+                "noise_type": kind,
+                "source_id": utterance.source_id,
+            }
+            if "folder" in self.noise.types:
+                item["noise"] = recording if recording is not None else torch.zeros(segment)
+            return item
+        if recording is None:
+            bank, kinds = self.bank.get(self.split, epoch, self.bank_speech)
+            recording, kind = self.bank.slice(bank, row, offset), kinds[row]
+        mixture = self.mixer.mix(clean, length, recording, snr_db, gain_db=gain_db)
+        self.store.bad_files.count_mixture(mixture.rescaled)
+        return _as_item(mixture, kind, utterance.source_id)
+
+    def _mix_here(
+        self, utterance: Utterance, clean: torch.Tensor, length: int, rng: np.random.Generator
+    ) -> dict[str, Any]:
+        """The per-item path with per-item noise synthesis (no bank)."""
         noise, kind = self.noise.sample(
             self.mixer.segment_samples,
             self.mixer.sample_rate,
@@ -315,23 +456,18 @@ class MixtureDataset(Dataset):
             clean, length, torch.from_numpy(noise), self.mixer.draw_snr_db(rng), rng
         )
         self.store.bad_files.count_mixture(mixture.rescaled)
-        return {
-            "noisy": mixture.noisy.float(),
-            "clean": mixture.clean.float(),
-            "length": torch.tensor(mixture.length, dtype=torch.int64),
-            "snr_db": torch.tensor(mixture.snr_db, dtype=torch.float32),
-            "noise_type": kind,
-            "source_id": utterance.source_id,
-        }
+        return _as_item(mixture, kind, utterance.source_id)
 
 
-def _seed_worker(worker_id: int) -> None:
-    # Mixtures use their own per-index generators; this only tames any other library RNG.
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    import random
-
-    random.seed(seed)
+def _as_item(mixture: Any, kind: str, source_id: str) -> dict[str, Any]:
+    return {
+        "noisy": mixture.noisy.float(),
+        "clean": mixture.clean.float(),
+        "length": torch.tensor(mixture.length, dtype=torch.int64),
+        "snr_db": torch.tensor(mixture.snr_db, dtype=torch.float32),
+        "noise_type": kind,
+        "source_id": source_id,
+    }
 
 
 class NoisySpeechDataModule(L.LightningDataModule):
@@ -353,6 +489,14 @@ class NoisySpeechDataModule(L.LightningDataModule):
         cache_audio: keep decoded speech in memory; None = when the files total <= 64 MB.
         peak_limit: anti-clipping threshold (see :class:`~audiodiag.data.mixer.Mixer`).
         persistent_workers: keep workers alive between epochs (only with ``num_workers > 0``).
+        mix_on_device: the training loader returns clean crops and noise recipes, and the
+            noise gather, SNR scaling, gain and anti-clipping run as one batched step on the
+            training device (``on_after_batch_transfer``, or :meth:`mix_batch` in a plain
+            loop). Validation and test are always mixed per item (the same mixtures).
+        noise_bank: synthetic noise as slices of a seeded :class:`NoiseBank`; None = on with
+            ``mix_on_device``, else off (per-item synthesis). The same seeds give the same
+            mixtures on either path when the bank is on.
+        noise_bank_clips / noise_bank_clip_seconds: bank size per noise type.
 
     Batches are dicts: ``noisy``/``clean`` (B, T) float32, ``length`` (B,) int64,
     ``snr_db`` (B,) float32, ``noise_type`` list[str], ``source_id`` list[str].
@@ -377,6 +521,10 @@ class NoisySpeechDataModule(L.LightningDataModule):
         cache_audio: bool | None = None,
         peak_limit: float = 0.99,
         persistent_workers: bool = True,
+        mix_on_device: bool = False,
+        noise_bank: bool | None = None,
+        noise_bank_clips: int = 24,
+        noise_bank_clip_seconds: float = 4.0,
     ) -> None:
         super().__init__()
         if not isinstance(speech, SpeechSource):
@@ -411,6 +559,25 @@ class NoisySpeechDataModule(L.LightningDataModule):
         self.test_mixtures = test_mixtures
         self.cache_audio = cache_audio
         self.bad_files = BadFileLog(on_bad_file)
+        self.mix_on_device = bool(mix_on_device)
+        if noise_bank is False and self.mix_on_device:
+            raise ValueError(
+                "data.mix_on_device=true needs data.noise_bank=true (or null): the device step "
+                "slices noise from the bank"
+            )
+        use_bank = self.mix_on_device if noise_bank is None else bool(noise_bank)
+        self.bank = (
+            NoiseBank(
+                noise,
+                self.sample_rate,
+                self.mixer.segment_samples,
+                clips=noise_bank_clips,
+                clip_seconds=noise_bank_clip_seconds,
+                seed=self.seed,
+            )
+            if use_bank
+            else None
+        )
         self.store: AudioStore | None = None
         self.datasets: dict[str, MixtureDataset] = {}
         self._train_sampler: EpochSampler | None = None
@@ -447,6 +614,19 @@ class NoisySpeechDataModule(L.LightningDataModule):
                 )
                 cache = total <= _AUTO_CACHE_MAX_BYTES
             self.store = AudioStore(self.sample_rate, self.bad_files, cache=cache)
+        if not self.store.cache:
+            # Crops read only their frames: the lengths come from the corpus manifest.
+            listed = [u for split in splits for u in utterances[split]]
+            if self.speech.root is None:
+                raise ValueError(f"{self.speech!r} has no root folder for its manifest")
+            self.store.set_infos(
+                load_manifest(
+                    self.speech.root,
+                    [u.path for u in listed],
+                    [u.speaker for u in listed],
+                    report_bad=self.bad_files.report,
+                )
+            )
         counts = {
             "train": self.train_mixtures_per_epoch,
             "valid": self.val_mixtures,
@@ -463,7 +643,15 @@ class NoisySpeechDataModule(L.LightningDataModule):
             wanted = counts[split]
             count = int(wanted) if wanted is not None else len(items)
             self.datasets[split] = MixtureDataset(
-                split, items, self.store, self.noise, self.mixer, count, seed=self.seed
+                split,
+                items,
+                self.store,
+                self.noise,
+                self.mixer,
+                count,
+                seed=self.seed,
+                bank=self.bank,
+                batched=self.mix_on_device and split == "train",
             )
         log.info(
             "data: %s",
@@ -490,7 +678,6 @@ class NoisySpeechDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             drop_last=False,
             persistent_workers=self.persistent_workers and workers > 0,
-            worker_init_fn=_seed_worker if workers > 0 else None,
             generator=torch.Generator().manual_seed(self.seed),
         )
 
@@ -513,6 +700,40 @@ class NoisySpeechDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """Fixed test mixtures."""
         return self._loader("test", None)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Finish recipe batches (``mix_on_device``) on the device they were moved to."""
+        if isinstance(batch, dict) and "noise_row" in batch:
+            return self.mix_batch(batch)
+        return batch
+
+    def mix_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Turn a training recipe batch into (noisy, clean) on the batch's device: gather the
+        noise from the bank (or take the recordings' crops), then :meth:`Mixer.mix_batch`."""
+        if self.bank is None or "train" not in self.datasets:
+            raise RuntimeError("mix_batch needs data.mix_on_device=true and setup('fit')")
+        rows = batch["noise_row"]
+        noise = self.bank.gather(
+            "train", batch["epoch"], rows, batch["noise_offset"], self.datasets["train"].bank_speech
+        )
+        if "noise" in batch:
+            noise = torch.where((rows < 0)[:, None], batch["noise"].to(noise.dtype), noise)
+        mixed = self.mixer.mix_batch(
+            batch["clean"], batch["length"], noise, batch["snr_db"], batch["gain_db"]
+        )
+        kinds = list(batch["noise_type"])
+        for i, (epoch, row) in enumerate(zip(batch["epoch"].tolist(), rows.tolist(), strict=True)):
+            if row >= 0:  # the type the bank row really holds (babble may fall back to pink)
+                kinds[i] = self.bank.get("train", epoch)[1][row]
+        self.bad_files.count_mixtures(len(kinds), int(mixed["rescaled"].sum()))
+        return {
+            "noisy": mixed["noisy"],
+            "clean": mixed["clean"],
+            "length": batch["length"],
+            "snr_db": mixed["snr_db"],
+            "noise_type": kinds,
+            "source_id": batch["source_id"],
+        }
 
     # -- helpers ----------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:

@@ -87,16 +87,33 @@ class Mixer:
             raise ValueError(f"{name}={list(values)} must be [low, high] with finite low <= high")
         return pair[0], pair[1]
 
+    def crop_start(self, total: int, rng: np.random.Generator) -> int:
+        """Where a random crop of a ``total``-sample utterance starts (0 when it is shorter than
+        the segment and gets padded). The one draw every crop makes, read or cached."""
+        n = self.segment_samples
+        return int(rng.integers(0, total - n + 1)) if total >= n else 0
+
+    def pad(self, piece: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Zero-pad (or cut) ``piece`` to the segment; returns (segment, true length)."""
+        n = self.segment_samples
+        total = min(int(piece.shape[-1]), n)
+        if total == n and piece.shape[-1] == n:
+            return piece.clone(), n
+        out = torch.zeros(n, dtype=torch.float32)
+        out[:total] = piece[:total]
+        return out, total
+
     def crop(self, speech: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         """Random crop to the segment, or zero-pad at the end; returns (segment, true length)."""
-        n = self.segment_samples
-        total = int(speech.shape[-1])
-        if total >= n:
-            start = int(rng.integers(0, total - n + 1))
-            return speech[start : start + n].clone(), n
-        out = torch.zeros(n, dtype=torch.float32)
-        out[:total] = speech
-        return out, total
+        start = self.crop_start(int(speech.shape[-1]), rng)
+        return self.pad(speech[start : start + self.segment_samples])
+
+    def draw_gain_db(self, rng: np.random.Generator) -> float:
+        """The optional overall gain (dB), drawn after the SNR as :meth:`mix` does."""
+        if self.gain_db_range is None:
+            return 0.0
+        low, high = self.gain_db_range
+        return float(rng.uniform(low, high)) if high > low else low
 
     def draw_snr_db(self, rng: np.random.Generator) -> float:
         """An SNR drawn uniformly from ``snr_db_range``."""
@@ -110,11 +127,13 @@ class Mixer:
         noise: torch.Tensor,
         snr_db: float,
         rng: np.random.Generator | None = None,
+        gain_db: float | None = None,
     ) -> Mixture:
         """Mix a cropped ``clean`` segment (true ``length``) with ``noise`` at ``snr_db``.
 
         Only the noise is scaled, so ``clean`` stays as given unless the optional overall gain
-        or the anti-clipping rescale applies (both act on noisy and clean alike).
+        (drawn from ``rng``, or given as ``gain_db``) or the anti-clipping rescale applies (both
+        act on noisy and clean alike). :meth:`mix_batch` is the same for a batch.
         """
         if clean.shape != noise.shape:
             raise ValueError(f"clean {tuple(clean.shape)} and noise {tuple(noise.shape)} differ")
@@ -132,10 +151,9 @@ class Mixer:
             noise = noise * float(scale)
             realised = float(snr_db)
         noisy = clean + noise
-        gain_db = 0.0
-        if self.gain_db_range is not None and rng is not None:
-            low, high = self.gain_db_range
-            gain_db = float(rng.uniform(low, high)) if high > low else low
+        if gain_db is None:
+            gain_db = self.draw_gain_db(rng) if rng is not None else 0.0
+        if gain_db != 0.0:
             gain = 10.0 ** (gain_db / 20.0)
             noisy, clean, noise = noisy * gain, clean * gain, noise * gain
         peak = max(float(noisy.abs().max()), float(clean.abs().max()))
@@ -145,3 +163,50 @@ class Mixer:
             noisy, clean, noise = noisy * factor, clean * factor, noise * factor
             gain_db += 20.0 * math.log10(factor)
         return Mixture(noisy, clean, noise, int(length), realised, gain_db, rescaled)
+
+    def mix_batch(
+        self,
+        clean: torch.Tensor,
+        lengths: torch.Tensor,
+        noise: torch.Tensor,
+        snr_db: torch.Tensor,
+        gain_db: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`mix` for a batch, on the batch's device: ``clean``/``noise`` (B, T), the rest
+        (B,). Returns ``noisy``, ``clean``, ``snr_db`` (realised, with the same sentinels) and
+        ``rescaled`` (bool). Powers are summed in float64, as in :meth:`mix`, so both agree to
+        float32 rounding."""
+        if clean.shape != noise.shape or clean.dim() != 2:
+            raise ValueError(
+                f"clean {tuple(clean.shape)} and noise {tuple(noise.shape)} must be (B, T)"
+            )
+        valid = lengths.clamp(min=1).to(torch.float64)
+        mask = torch.arange(clean.shape[-1], device=clean.device)[None, :] < valid[:, None]
+        clean64, noise64 = clean.double(), noise.double()
+        clean_power = (clean64.square() * mask).sum(-1) / valid
+        noise_power = (noise64.square() * mask).sum(-1) / valid
+        no_noise = noise_power <= _SILENT_POWER
+        silent = ~no_noise & (clean_power <= _SILENT_POWER)
+        safe_noise = noise_power.clamp(min=_SILENT_POWER)
+        scale = torch.sqrt(clean_power / (safe_noise * 10.0 ** (snr_db.double() / 10.0)))
+        scale = torch.where(silent, self.silent_noise_rms / torch.sqrt(safe_noise), scale)
+        scale = torch.where(no_noise, torch.zeros_like(scale), scale)
+        realised = torch.where(
+            no_noise,
+            torch.full_like(scale, NO_NOISE_SNR_DB),
+            torch.where(silent, torch.full_like(scale, SILENT_SNR_DB), snr_db.double()),
+        )
+        # float32 factors, as mix() multiplies by float(scale).
+        scaled_noise = noise * scale.float()[:, None]
+        noisy = clean + scaled_noise
+        gain = (10.0 ** (gain_db.double() / 20.0)).float()[:, None]
+        noisy, clean = noisy * gain, clean * gain
+        peak = torch.maximum(noisy.abs().amax(-1), clean.abs().amax(-1))
+        rescaled = peak > self.peak_limit
+        factor = torch.where(rescaled, self.peak_limit / peak, torch.ones_like(peak))[:, None]
+        return {
+            "noisy": noisy * factor,
+            "clean": clean * factor,
+            "snr_db": realised.float(),
+            "rescaled": rescaled,
+        }

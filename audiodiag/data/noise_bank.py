@@ -1,0 +1,143 @@
+"""A seeded bank of synthetic noise clips, so a mixture's noise is a slice, not a synthesis.
+
+Generating noise per item (an FFT, a few sines, babble from several files) costs more than
+reading the speech crop. A bank holds ``clips`` clips of ``clip_seconds`` for every noise type
+of a :class:`~audiodiag.data.noise.NoiseSource` (all but ``folder``, whose recordings are
+already a bank on disk), generated once per split and training epoch from
+``(seed, split, epoch, type)``: any process (a DataLoader worker, the main process, another
+rank) that asks for the same key builds bit-identical clips. A mixture then draws a clip and an
+offset, and its noise is ``bank[row, offset : offset + segment]``, on the CPU or on the device.
+
+What this trades: within one epoch a type's noise comes from ``clips`` parameter draws (for
+example 24 hum fundamentals) at random offsets, instead of a fresh draw per mixture; the
+training bank is rebuilt every epoch. Raise ``clips`` for more variety per epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from audiodiag.data.noise import NoiseSource
+
+__all__ = ["BANK_TYPES_EXCLUDED", "NoiseBank"]
+
+# Recordings are cropped from their files per item (partial reads), never banked.
+BANK_TYPES_EXCLUDED = ("folder",)
+_SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
+
+DrawSpeech = Callable[[np.random.Generator], "torch.Tensor | None"]
+
+
+class NoiseBank:
+    """Seeded noise clips per (split, epoch), built lazily and kept for the latest epoch.
+
+    Args:
+        noise: the noise source whose types and generators fill the bank.
+        sample_rate: Hz.
+        segment_samples: the mixture length; clips are at least this long.
+        clips: clips per noise type.
+        clip_seconds: length of each clip.
+        seed: with the split and epoch, fixes every clip.
+    """
+
+    def __init__(
+        self,
+        noise: NoiseSource,
+        sample_rate: int,
+        segment_samples: int,
+        clips: int = 24,
+        clip_seconds: float = 4.0,
+        seed: int = 0,
+    ) -> None:
+        if clips < 1:
+            raise ValueError(f"noise_bank_clips={clips} must be >= 1")
+        if clip_seconds <= 0:
+            raise ValueError(f"noise_bank_clip_seconds={clip_seconds} must be > 0")
+        self.noise = noise
+        self.sample_rate = int(sample_rate)
+        self.clips = int(clips)
+        self.clip_samples = max(int(round(clip_seconds * sample_rate)), int(segment_samples))
+        self.segment_samples = int(segment_samples)
+        self.seed = int(seed)
+        self.types = tuple(t for t in noise.types if t not in BANK_TYPES_EXCLUDED)
+        self._built: dict[str, tuple[int, torch.Tensor, list[str]]] = {}
+        self._on_device: dict[tuple[str, int, str], torch.Tensor] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"NoiseBank(types={list(self.types)}, clips={self.clips}, "
+            f"clip_samples={self.clip_samples})"
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of one split's bank."""
+        return len(self.types) * self.clips * self.clip_samples * 4
+
+    def row(self, kind: str, clip: int) -> int:
+        """The bank row of clip ``clip`` of type ``kind``."""
+        return self.types.index(kind) * self.clips + clip
+
+    def draw(self, kind: str, rng: np.random.Generator) -> tuple[int, int]:
+        """A (row, offset) for one mixture's noise of type ``kind``."""
+        clip = int(rng.integers(self.clips))
+        offset = int(rng.integers(0, self.clip_samples - self.segment_samples + 1))
+        return self.row(kind, clip), offset
+
+    def get(
+        self, split: str, epoch: int = 0, draw_speech: DrawSpeech | None = None
+    ) -> tuple[torch.Tensor, list[str]]:
+        """The bank of ``split`` (training: of ``epoch``): ``(rows, clip_samples)`` float32 on the
+        CPU and the type each row actually holds (babble without speech falls back to pink)."""
+        epoch = int(epoch) if split == "train" else 0
+        built = self._built.get(split)
+        if built is not None and built[0] == epoch:
+            return built[1], built[2]
+        rows, kinds = [], []
+        for t_index, kind in enumerate(self.types):
+            rng = np.random.default_rng([self.seed, 4099, _SPLIT_CODE[split], epoch, t_index])
+            for _ in range(self.clips):
+                clip, made = self.noise.generate(
+                    kind, self.clip_samples, self.sample_rate, rng, split, draw_speech
+                )
+                rows.append(torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32)))
+                kinds.append(made)
+        bank = torch.stack(rows) if rows else torch.zeros(0, self.clip_samples)
+        self._built[split] = (epoch, bank, kinds)
+        self._on_device = {k: v for k, v in self._on_device.items() if k[0] != split}
+        return bank, kinds
+
+    def slice(self, bank: torch.Tensor, row: int, offset: int) -> torch.Tensor:
+        """One mixture's noise from a bank (CPU path)."""
+        return bank[row, offset : offset + self.segment_samples]
+
+    def gather(
+        self,
+        split: str,
+        epochs: torch.Tensor,
+        rows: torch.Tensor,
+        offsets: torch.Tensor,
+        draw_speech: DrawSpeech | None = None,
+    ) -> torch.Tensor:
+        """The noise of a batch, ``(B, segment_samples)`` on the device of ``rows``: one gather
+        from the bank kept on that device. Rows < 0 (folder recordings) come back as zeros."""
+        device = rows.device
+        out = torch.zeros(rows.shape[0], self.segment_samples, device=device)
+        positions = torch.arange(self.segment_samples, device=device)
+        for epoch in torch.unique(epochs).tolist():
+            bank_cpu, _ = self.get(split, int(epoch), draw_speech)
+            key = (split, int(epoch) if split == "train" else 0, str(device))
+            bank = self._on_device.get(key)
+            if bank is None:
+                bank = bank_cpu.to(device)
+                self._on_device = {k: v for k, v in self._on_device.items() if k[0] != split}
+                self._on_device[key] = bank
+            pick = (epochs == epoch) & (rows >= 0)
+            if not bool(pick.any()):
+                continue
+            flat = rows[pick, None] * self.clip_samples + offsets[pick, None] + positions[None]
+            out[pick] = bank.reshape(-1)[flat]
+        return out
