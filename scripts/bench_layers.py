@@ -1,5 +1,9 @@
 """Benchmark the diagonal layer family: forward+backward time and peak memory.
 
+Besides the four forms: the diagonal-plus-low-rank layer (``rank4``, ``rank16``) and one channel
+of the diagonal recurrence (:mod:`audiodiag.recurrence`, FFT over time; ``recurrence_loop`` is the
+same recursion as a Python loop over frames, for comparison).
+
 Each (form, features) pair runs in a fresh subprocess so that its peak memory is its own:
 on CUDA the allocator's peak, on CPU the growth of the process's peak RSS over the point where
 the input and layer exist. Times are medians over ``--repeats`` forward+backward passes on a
@@ -24,11 +28,27 @@ import time
 import torch
 import torch.nn.functional as F
 
-FORMS = ("elementwise", "mask", "sparse", "diag", "inline", "seed_diag", "seed_sparse_dense")
+FORMS = (
+    "elementwise",
+    "mask",
+    "sparse",
+    "diag",
+    "inline",
+    "seed_diag",
+    "seed_sparse_dense",
+    "rank4",
+    "rank16",
+    "recurrence",
+    "recurrence_loop",
+)
 DESCRIPTIONS = {
     "inline": "x * d + b written inline (no module)",
     "seed_diag": "seed: F.linear(x, torch.diag(d), b)",
     "seed_sparse_dense": "seed: sparse COO weight .to_dense() every call",
+    "rank4": "elementwise + low rank U V^T, r = 4",
+    "rank16": "elementwise + low rank U V^T, r = 16",
+    "recurrence": "one channel of the diagonal recurrence, FFT over time",
+    "recurrence_loop": "the same recurrence as a Python loop over frames",
 }
 
 
@@ -39,6 +59,29 @@ def _forward_fn(form: str, features: int, device: str):
     if form in ("elementwise", "mask", "sparse", "diag"):
         layer = make_diagonal(form, features, init="normal", device=device)
         return layer, list(layer.parameters())
+    if form in ("rank4", "rank16"):
+        rank = int(form.removeprefix("rank"))
+        layer = make_diagonal("elementwise", features, init="normal", rank=rank, device=device)
+        with torch.no_grad():
+            layer.lowrank_u.normal_()  # type: ignore[union-attr]
+        return layer, list(layer.parameters())
+    if form in ("recurrence", "recurrence_loop"):
+        from audiodiag.recurrence import DiagonalDecay
+
+        decay = DiagonalDecay(1, features, frame_rate=125.0, min_s=0.3, max_s=0.3).to(device)
+        if form == "recurrence":
+            return (lambda x: decay(x.unsqueeze(1))[0].squeeze(1)), [decay.nu]
+
+        def loop(x):
+            a = torch.exp(decay.log_decay()[0])
+            s = torch.zeros_like(x[:, 0])
+            out = []
+            for t in range(x.shape[1]):
+                s = a * s + (1 - a) * x[:, t]
+                out.append(s)
+            return torch.stack(out, dim=1)
+
+        return loop, [decay.nu]
     d = torch.randn(features, device=device, requires_grad=True)
     b = torch.zeros(features, device=device, requires_grad=True)
     if form == "inline":

@@ -480,3 +480,20 @@ def test_low_rank_elementwise_scripts():
     x, add = torch.randn(2, 3, 8), torch.randn(2, 3, 8)
     torch.testing.assert_close(scripted(x), layer(x))
     torch.testing.assert_close(scripted(x, add), layer(x, add=add))
+
+
+def test_layer_benchmark_runs_the_low_rank_and_recurrence_rows():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_layers.py"
+    spec = importlib.util.spec_from_file_location("bench_layers", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    x = torch.randn(2, 9, 5)
+    recurrence, _ = bench._forward_fn("recurrence", 5, "cpu")
+    loop, _ = bench._forward_fn("recurrence_loop", 5, "cpu")
+    torch.testing.assert_close(recurrence(x), loop(x), rtol=1e-5, atol=1e-6)
+    for form in ("rank4", "rank16", "recurrence"):
+        result = bench.measure_one(form, 17, "cpu", batch=2, frames=5, repeats=1)
+        assert result["ms"] > 0

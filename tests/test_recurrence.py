@@ -66,6 +66,22 @@ def test_scan_equals_the_plain_loop(with_state: bool) -> None:
     torch.testing.assert_close(got32, want.float(), rtol=0, atol=2e-6)
 
 
+def test_export_and_script_paths_compute_the_same_scan() -> None:
+    from audiodiag.recurrence import _fft_scan
+
+    g = torch.Generator().manual_seed(4)
+    u = torch.randn(2, len(TAUS), 300, 3, generator=g)
+    state = torch.randn(2, len(TAUS), 3, generator=g)
+    log_a = _log_a(TAUS, 3, torch.float32)
+    want = loop_reference(u.double(), log_a.double(), state.double()).float()
+    # the FFT form that ONNX export traces
+    torch.testing.assert_close(_fft_scan(u, log_a, state), want, rtol=0, atol=2e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.script(decay_scan)
+    torch.testing.assert_close(scripted(u, log_a, state)[0], want, rtol=0, atol=2e-6)
+
+
 @pytest.mark.parametrize("frames", [1250, 5000])
 def test_long_clips_stay_stable_and_exact_for_decays_near_one(frames: int) -> None:
     # 10 s and 40 s at 8 ms frames; a step input shows a slow channel's whole rise.
