@@ -1,0 +1,209 @@
+"""Model ablation judged on what the model never heard (issue 14, part 5).
+
+Every row trains with the same budget on the larger espeak-ng corpus
+(``scripts/make_train_corpus.py``) with some noise families held out of training, then its best
+checkpoint is scored three ways with ``python -m audiodiag.evaluate``:
+
+  (a) ``fixed``:    the fixed demo test mixtures with every noise family (the default run's table;
+                    its held-out families are in it too, and are named in the by-type columns),
+  (b) ``voices``:   the corpus' held-out espeak-ng voices and languages, training noise families,
+  (c) ``families``: the corpus' test speakers, only the noise families held out of training.
+
+::
+
+    AUDIODIAG_DATA=/work/data python scripts/ablation.py --out outputs/ablation \
+        --rows default recurrent --epochs 80
+
+Writes ``OUT/ablation.json`` and ``OUT/ablation.md`` (one row per model; finished rows are
+reused, so an interrupted ablation continues where it stopped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from audiodiag.paths import CONF_DIR, DATA_DIR  # noqa: E402
+
+#: Row name -> Hydra overrides on top of the common budget. ``offline`` is today's default
+#: (one block, centred 3-frame context); ``causal`` streams.
+ROWS: dict[str, list[str]] = {
+    "default": [],
+    "default-causal": ["model.causal=true"],
+    "recurrent": ["model.memory=recurrent"],
+    "recurrent-causal": ["model.memory=recurrent", "model.causal=true"],
+    "bandwidth1": ["layer.bandwidth=1"],
+    "bandwidth2": ["layer.bandwidth=2"],
+    "rank4": ["layer.rank=4"],
+    "rank16": ["layer.rank=16"],
+    "spectral-loss": ["loss.spectral=1.0"],
+    "recurrent-spectral": ["model.memory=recurrent", "loss.spectral=1.0"],
+    "recurrent-spectral-causal": [
+        "model.memory=recurrent",
+        "loss.spectral=1.0",
+        "model.causal=true",
+    ],
+}
+
+HELD_OUT_FAMILIES = ("instruments", "modulated")
+
+
+def noise_families() -> list[str]:
+    weights = yaml.safe_load((CONF_DIR / "noise" / "default.yaml").read_text())["weights"]
+    return [name for name, weight in weights.items() if weight > 0]
+
+
+def run(command: list[str], log: Path) -> None:
+    print("+", " ".join(command), flush=True)
+    with log.open("a") as stream:
+        done = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, cwd=REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"failed (exit {done.returncode}); see {log}")
+
+
+def scores(report_path: Path) -> dict:
+    groups = json.loads(report_path.read_text())["summary"]["groups"]
+    out = {}
+    for label, entry in groups.items():
+        if entry["kind"] == "snr":
+            continue
+        out[label] = {
+            "si_sdri": entry["si_sdri"].get("model"),
+            "pesq": entry.get("pesq", {}).get("model"),
+            "stoi": entry.get("stoi", {}).get("model"),
+            "n": entry["n"],
+        }
+    return out
+
+
+def train_and_score(name: str, args: argparse.Namespace, corpus: Path) -> dict:
+    run_dir = args.out / name
+    result_path = run_dir / "row.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "ablation.log"
+    held_out = [f"noise.weights.{family}=0" for family in HELD_OUT_FAMILIES]
+    budget = [
+        f"trainer.max_epochs={args.epochs}",
+        "trainer.max_time=null",
+        f"data.train_mixtures_per_epoch={args.mixtures_per_epoch}",
+        "test=false",
+    ]
+    started = time.perf_counter()
+    run(
+        [
+            sys.executable,
+            "-m",
+            "audiodiag.train",
+            "data=folder",
+            f"data.speech.root={corpus}",
+            f"hydra.run.dir={run_dir / 'train'}",
+            *budget,
+            *held_out,
+            *ROWS[name],
+            *args.extra,
+        ],
+        log,
+    )
+    train_seconds = time.perf_counter() - started
+    metrics = json.loads((run_dir / "train" / "metrics.json").read_text())
+    checkpoint = metrics["best_checkpoint"]
+    others = [f"noise.weights.{f}=0" for f in noise_families() if f not in HELD_OUT_FAMILIES]
+    evaluations = {
+        "fixed": ["data=demo"],
+        "voices": ["data=folder", f"data.speech.root={corpus / 'heldout_voices'}", *held_out],
+        "families": ["data=folder", f"data.speech.root={corpus}", *others],
+    }
+    row: dict = {"name": name, "overrides": ROWS[name], "train_seconds": train_seconds}
+    for key in ("param_count", "global_step", "train_time_s"):
+        row[key] = metrics.get(key)
+    row["macs_per_second"] = (metrics.get("macs_per_second") or {}).get("total")
+    for label, overrides in evaluations.items():
+        report = run_dir / f"eval_{label}.json"
+        run(
+            [
+                sys.executable,
+                "-m",
+                "audiodiag.evaluate",
+                f"model={checkpoint}",
+                "threads=2",
+                f"json={report}",
+                *overrides,
+            ],
+            log,
+        )
+        row[label] = scores(report)
+    result_path.write_text(json.dumps(row, indent=2))
+    return row
+
+
+def _cell(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    types = sorted({t for r in rows for t in r["fixed"] if t != "all"})
+    head = (
+        "| row | (a) SI-SDRi | (a) PESQ | (a) STOI | (b) voices SI-SDRi | (b) PESQ "
+        "| (c) families SI-SDRi | (c) PESQ | params | MAC/s | steps/s | "
+        + " | ".join(f"(a) {t}" for t in types)
+        + " |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        steps_per_s = (r["global_step"] or 0) / r["train_time_s"] if r.get("train_time_s") else None
+        macs = r.get("macs_per_second")
+        cells = [
+            r["name"],
+            _cell(r["fixed"]["all"]["si_sdri"]),
+            _cell(r["fixed"]["all"]["pesq"]),
+            _cell(r["fixed"]["all"]["stoi"], 3),
+            _cell(r["voices"]["all"]["si_sdri"]),
+            _cell(r["voices"]["all"]["pesq"]),
+            _cell(r["families"]["all"]["si_sdri"]),
+            _cell(r["families"]["all"]["pesq"]),
+            f"{r['param_count']:,}" if r.get("param_count") else "–",
+            f"{macs / 1e6:.2f} M" if macs else "–",
+            _cell(steps_per_s, 1),
+            *(_cell(r["fixed"].get(t, {}).get("si_sdri")) for t in types),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "ablation")
+    parser.add_argument("--corpus", type=Path, default=DATA_DIR / "espeak_train")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--mixtures-per-epoch", type=int, default=240)
+    parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every row")
+    args = parser.parse_args()
+    if not (args.corpus / "train").is_dir() or not (args.corpus / "heldout_voices").is_dir():
+        raise SystemExit(
+            f"--corpus {args.corpus}: no train/ and heldout_voices/ folders; "
+            "make it with scripts/make_train_corpus.py"
+        )
+    rows = [train_and_score(name, args, args.corpus.resolve()) for name in args.rows]
+    text = markdown(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ablation.json").write_text(json.dumps(rows, indent=2))
+    (args.out / "ablation.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
