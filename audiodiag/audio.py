@@ -70,7 +70,7 @@ def scan_audio(root: PathLike, others: list[Path] | None = None) -> list[Path]:
     ``others``, when given, receives the files that are not audio (hidden files left out).
     """
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(str(root), followlinks=True):
         dirnames.sort()
         for name in sorted(filenames):
             if is_audio_file(name):

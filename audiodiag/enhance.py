@@ -24,18 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
-from audiodiag.audio import AUDIO_EXTENSIONS, AudioDecodeError, audio_info, is_audio_file
-from audiodiag.inference import (
-    CliError,
-    Enhancer,
-    ModelLoadError,
-    enhance_file,
-    load_enhancer,
-    parse_cli,
-    parse_float,
-    resolve_device,
+from audiodiag.audio import (
+    AUDIO_EXTENSIONS,
+    AudioDecodeError,
+    audio_info,
+    is_audio_file,
+    scan_audio,
 )
+from audiodiag.cli import CliError, parse_cli, parse_float, resolve_device
+from audiodiag.inference import Enhancer, enhance_file, load_enhancer
+from audiodiag.loading import ModelLoadError
 
 __all__ = ["EnhanceSummary", "enhance_paths", "main", "plan_outputs"]
 
@@ -116,13 +116,8 @@ def plan_outputs(input_path: Path, output_path: Path) -> tuple[list[tuple[Path, 
         )
     if output_path.exists() and not output_path.is_dir():
         raise CliError(f"output={output_path} is a file; a folder input needs an output folder")
-    pairs: list[tuple[Path, Path]] = []
     others: list[Path] = []
-    for path in sorted(p for p in input_path.rglob("*") if p.is_file()):
-        if is_audio_file(path):
-            pairs.append((path, target / path.relative_to(input_path)))
-        elif not path.name.startswith("."):
-            others.append(path)
+    pairs = [(p, target / p.relative_to(input_path)) for p in scan_audio(input_path, others)]
     inputs = {p.resolve() for p, _ in pairs}
     for src, dst in pairs:
         if dst in inputs:
@@ -130,6 +125,23 @@ def plan_outputs(input_path: Path, output_path: Path) -> tuple[list[tuple[Path, 
                 f"output for {src} would overwrite the input {dst}; choose another output"
             )
     return pairs, others
+
+
+def _readable(
+    pairs: list[tuple[Path, Path]], summary: EnhanceSummary, warn: Callable[[str], None]
+) -> list[tuple[Path, Path, float]]:
+    """Header-only pass: (input, output, seconds) of each decodable file, for the progress bar;
+    undecodable files go to ``summary.skipped`` here."""
+    todo: list[tuple[Path, Path, float]] = []
+    for src, dst in pairs:
+        try:
+            frames, rate, _ = audio_info(src)
+        except AudioDecodeError as error:
+            warn(f"skipping {src}: {error.reason}")
+            summary.skipped[str(src)] = error.reason
+            continue
+        todo.append((src, dst, frames / rate))
+    return todo
 
 
 def enhance_paths(
@@ -144,8 +156,6 @@ def enhance_paths(
 
     ``warn`` receives one line per skipped file (default: :func:`warnings.warn`).
     """
-    from tqdm import tqdm
-
     if warn is None:
 
         def warn(message: str) -> None:
@@ -156,16 +166,7 @@ def enhance_paths(
     for path in others:
         warn(f"skipping {path}: not an audio file ({', '.join(AUDIO_EXTENSIONS)})")
         summary.skipped[str(path)] = "not an audio file"
-    # Header-only pass: total duration for the progress bar; undecodable files drop out here.
-    todo: list[tuple[Path, Path, float]] = []
-    for src, dst in pairs:
-        try:
-            frames, rate, _ = audio_info(src)
-        except AudioDecodeError as error:
-            warn(f"skipping {src}: {error.reason}")
-            summary.skipped[str(src)] = error.reason
-            continue
-        todo.append((src, dst, frames / rate))
+    todo = _readable(pairs, summary, warn)
     started = time.perf_counter()
     total = sum(seconds for _, _, seconds in todo)
     with tqdm(
@@ -215,8 +216,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = resolve_device(args.get("device"))
         block = parse_float("block_seconds", args.get("block_seconds", "10"), 0.0)
         enhancer = load_enhancer(args["model"], device)
-        from tqdm import tqdm
-
         summary = enhance_paths(
             enhancer,
             args["input"],

@@ -30,18 +30,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
-from audiodiag.inference import (
-    CliError,
-    Enhancer,
-    ModelLoadError,
-    enhance_waveform,
-    load_enhancer,
-    parse_bool,
-    parse_cli,
-    parse_float,
-    resolve_device,
+from audiodiag.audio import AUDIO_EXTENSIONS, AudioDecodeError, load_mono, scan_audio
+from audiodiag.cli import CliError, parse_bool, parse_cli, parse_float, resolve_device
+from audiodiag.inference import Enhancer, enhance_waveform, load_enhancer
+from audiodiag.loading import ModelLoadError
+from audiodiag.metrics import (
+    markdown_test_report,
+    pesq_stoi_available,
+    score_clip,
+    summarize_test_records,
 )
+from audiodiag.paths import CONF_DIR
 
 __all__ = ["Clip", "evaluate_clips", "folder_clips", "datamodule_clips", "main"]
 
@@ -71,11 +72,10 @@ def datamodule_clips(overrides: Sequence[str], limit: int | None = None) -> Iter
 
     Each clip is cut to its true length (the batch ``length``), so padding is never scored.
     """
+    # Hydra only for this source: a folder pair or a model load does not pay its import.
     import hydra
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-
-    from audiodiag.paths import CONF_DIR
 
     overrides = list(overrides)
     if not any(o.split("=", 1)[0].lstrip("+") == "data.num_workers" for o in overrides):
@@ -128,14 +128,12 @@ def folder_clips(
 
     Files without a clean partner, or that cannot be decoded, go to ``skipped`` (path -> reason).
     """
-    from audiodiag.audio import AUDIO_EXTENSIONS, AudioDecodeError, is_audio_file, load_mono
-
     noisy_root, clean_root = Path(noisy_dir), Path(clean_dir)
     for key, root in (("noisy_dir", noisy_root), ("clean_dir", clean_root)):
         if not root.is_dir():
             raise CliError(f"{key}={root} is not a folder")
     skipped = {} if skipped is None else skipped
-    files = sorted(p for p in noisy_root.rglob("*") if p.is_file() and is_audio_file(p))
+    files = scan_audio(noisy_root)
     if not files:
         raise CliError(
             f"noisy_dir={noisy_root} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})"
@@ -185,17 +183,6 @@ def evaluate_clips(
     ``{"records": [...], "summary": summarize_test_records(...), "rtf": model seconds per audio
     second, "audio_seconds", "model_seconds", "pesq_stoi": bool, "note": str}``.
     """
-    from tqdm import tqdm
-
-    from audiodiag.module import (
-        per_clip_si_sdr,
-        pesq_stoi_available,
-        pesq_wb,
-        silent_mask,
-        stoi_score,
-        summarize_test_records,
-    )
-
     note = ""
     if pesq_stoi:
         pesq_stoi, note = pesq_stoi_available()
@@ -213,24 +200,7 @@ def evaluate_clips(
         systems = {"noisy": noisy, "model": enhanced}
         if reference is not None:
             systems["reference"] = enhance_waveform(reference, noisy.unsqueeze(0), rate)[0]
-        silent = bool(silent_mask(clean.unsqueeze(0))[0])
-        length = torch.tensor([clean.shape[-1]])
-        record: dict[str, Any] = {
-            "source_id": clip["source_id"],
-            "noise_type": clip["noise_type"],
-            "snr_db": clip["snr_db"],
-            "seconds": noisy.shape[-1] / rate,
-            "silent": silent,
-            "si_sdr": {
-                name: float(per_clip_si_sdr(wav.unsqueeze(0), clean.unsqueeze(0), length)[0])
-                for name, wav in systems.items()
-            },
-        }
-        if pesq_stoi and not silent:
-            clean_np = clean.numpy()
-            record["pesq"] = {k: pesq_wb(clean_np, v.numpy(), rate) for k, v in systems.items()}
-            record["stoi"] = {k: stoi_score(clean_np, v.numpy(), rate) for k, v in systems.items()}
-        records.append(record)
+        records.append(score_clip(clean, systems, rate, clip, pesq_stoi))
     if not records:
         raise CliError("no clips to score")
     return {
@@ -248,8 +218,6 @@ def evaluate_clips(
 
 def markdown_report(report: dict[str, Any], source: str) -> str:
     """The Markdown printed by the command: metric tables plus the real-time factor."""
-    from audiodiag.module import markdown_test_report
-
     names = {"model": Path(report["model"]).name if report["model"] != "wiener" else "wiener"}
     text = [f"## {names['model']} on {source}", "", markdown_test_report(report["summary"], names)]
     text.append(
@@ -261,28 +229,48 @@ def markdown_report(report: dict[str, Any], source: str) -> str:
     return "\n".join(text)
 
 
+#: Keys passed on to Hydra's composition of the data config.
+_PASSTHROUGH = ("data", "noise", "sample_rate", "seed")
+_ARGUMENTS = (
+    "model",
+    "noisy_dir",
+    "clean_dir",
+    "reference",
+    "pesq_stoi",
+    "limit",
+    "device",
+    "threads",
+    "json",
+    *_PASSTHROUGH,
+)
+
+
+def _clips(
+    args: dict[str, str], sample_rate: int, limit: int | None, skipped: dict[str, str]
+) -> tuple[Iterable[Clip], str]:
+    """The clips the arguments name (a folder pair or a data config's test mixtures), and a
+    phrase saying which."""
+    if "noisy_dir" in args or "clean_dir" in args:
+        if not args.get("noisy_dir") or not args.get("clean_dir"):
+            raise CliError("give both noisy_dir=DIR and clean_dir=DIR")
+        clips = folder_clips(args["noisy_dir"], args["clean_dir"], sample_rate, limit, skipped)
+        return clips, f"{args['noisy_dir']} vs {args['clean_dir']}"
+    overrides = [
+        f"{k}={v}"
+        for k, v in args.items()
+        if k in _PASSTHROUGH or k.startswith(("data.", "noise."))
+    ]
+    if "data" not in args:
+        overrides.insert(0, "data=demo")
+    source = f"the test mixtures of data={args.get('data', 'demo')}"
+    return datamodule_clips(overrides, limit), source
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m audiodiag.evaluate``; returns the exit status."""
-    passthrough = ("data", "noise", "sample_rate", "seed")
+    skipped: dict[str, str] = {}
     try:
-        args = parse_cli(
-            argv,
-            {
-                "model",
-                "noisy_dir",
-                "clean_dir",
-                "reference",
-                "pesq_stoi",
-                "limit",
-                "device",
-                "threads",
-                "json",
-                *passthrough,
-            },
-            USAGE,
-            required=("model",),
-            prefixes=("data.", "noise."),
-        )
+        args = parse_cli(argv, _ARGUMENTS, USAGE, required=("model",), prefixes=("data.", "noise."))
         if args is None:
             return 0
         torch.set_num_threads(int(parse_float("threads", args.get("threads", "1"), 0)))
@@ -294,24 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if reference_name not in ("none", "wiener"):
             raise CliError(f"reference={reference_name!r} is unknown; accepted: none, wiener")
         reference = load_enhancer("wiener") if reference_name == "wiener" else None
-        skipped: dict[str, str] = {}
-        if "noisy_dir" in args or "clean_dir" in args:
-            if not args.get("noisy_dir") or not args.get("clean_dir"):
-                raise CliError("give both noisy_dir=DIR and clean_dir=DIR")
-            clips: Iterable[Clip] = folder_clips(
-                args["noisy_dir"], args["clean_dir"], enhancer.sample_rate, limit, skipped
-            )
-            source = f"{args['noisy_dir']} vs {args['clean_dir']}"
-        else:
-            overrides = [
-                f"{k}={v}"
-                for k, v in args.items()
-                if k in passthrough or k.startswith(("data.", "noise."))
-            ]
-            if "data" not in args:
-                overrides.insert(0, "data=demo")
-            clips = datamodule_clips(overrides, limit)
-            source = f"the test mixtures of data={args.get('data', 'demo')}"
+        clips, source = _clips(args, enhancer.sample_rate, limit, skipped)
         report = evaluate_clips(enhancer, clips, pesq_stoi, reference)
     except (CliError, ModelLoadError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -11,7 +11,8 @@ the enhanced waveform of the same shape, for any length (also shorter than one S
 ``audiodiag.json`` extra file (and the ``metadata_json`` attribute) holds the sample rate, the
 network's arguments, the training config and the metrics of the run. A causal model also carries
 a stateful block API (``stream_init`` / ``stream_process`` / ``stream_flush``) whose output equals
-whole-file processing; :mod:`audiodiag.inference` uses it for long files and streaming.
+whole-file processing (it is :class:`audiodiag.streaming.StreamCore`, the eager streamer's
+recursion); :mod:`audiodiag.inference` uses it for long files and streaming.
 
 How: ``convert(net, "elementwise")`` (the layer family's cost floor; ``diag`` for a banded net)
 is wrapped in :class:`ExportedEnhancer` and compiled with ``torch.jit.script``, which keeps the
@@ -48,6 +49,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from audiodiag.cli import CliError, parse_cli
+from audiodiag.layers import convert
+from audiodiag.loading import METADATA_FILE, ModelLoadError, load_checkpoint
+from audiodiag.model import GainNet
+from audiodiag.streaming import StreamCore
+
 __all__ = [
     "ExportError",
     "ExportedEnhancer",
@@ -61,8 +68,6 @@ __all__ = [
 
 #: Largest accepted difference between the exported and the eager model.
 TOLERANCE = 1e-4
-#: Name of the JSON metadata entry stored beside the TorchScript code.
-METADATA_FILE = "audiodiag.json"
 FORMAT_VERSION = 1
 
 
@@ -73,26 +78,19 @@ class ExportError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 # The exported module: the converted GainNet plus a functional block-processing API
 # ---------------------------------------------------------------------------------------------
-class ExportedEnhancer(nn.Module):
+class ExportedEnhancer(StreamCore):
     """What the TorchScript file holds: ``forward`` is the (converted) GainNet itself; the
     ``stream_*`` methods run a causal net block by block with explicit state.
 
-    The block API is the recursion of :class:`audiodiag.streaming.StreamingEnhancer`
-    (``process_ready`` + ``flush``) written as pure functions of a ``List[Tensor]`` state, which
-    is what TorchScript can compile: state = net state (:meth:`GainNet.initial_state`), samples
-    not yet framed, overlap-add tail, counters ``[samples in, frames done, samples out]``.
+    The block API *is* :class:`audiodiag.streaming.StreamCore` (the same recursion the eager
+    :class:`audiodiag.streaming.StreamingEnhancer` runs), exposed under the method names the
+    file promises: ``stream_init(batch)``, ``stream_process(block, state)``, ``stream_flush``.
     """
 
     def __init__(self, net: nn.Module, metadata_json: str = "{}") -> None:
-        super().__init__()
-        self.net = net
+        super().__init__(net)
         self.sample_rate = int(net.sample_rate)
-        self.n_fft = int(net.n_fft)
-        self.hop_length = int(net.hop_length)
-        self.left_pad = self.n_fft - self.hop_length
-        self.causal = bool(net.causal)
         self.latency_samples = int(net.latency_samples())
-        self.net_state_size = len(net.initial_state(1, torch.zeros(1))) if self.causal else 0
         self.metadata_json = metadata_json
         # Carries the device and dtype for new state tensors (moves with .to()).
         self.register_buffer("probe", torch.zeros(1))
@@ -104,61 +102,18 @@ class ExportedEnhancer(nn.Module):
     @torch.jit.export
     def stream_init(self, batch: int) -> list[Tensor]:
         """A fresh state for ``batch`` channels (causal models only)."""
-        if not self.causal:
-            raise RuntimeError("block processing needs a causal model (causal=True)")
-        like = self.probe.new_zeros(batch, 1)
-        state = self.net.initial_state(batch, like)
-        state.append(self.probe.new_zeros(batch, self.left_pad))
-        state.append(self.probe.new_zeros(batch, self.left_pad))
-        state.append(torch.zeros(3, dtype=torch.long))
-        return state
-
-    def _consume(self, samples: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """Append input (B, n); run every complete frame; return (newly final output, state)."""
-        size = self.net_state_size
-        pending = torch.cat([state[size], samples.to(self.probe.dtype)], dim=1)
-        tail = state[size + 1]
-        counters = state[size + 2].clone()
-        counters[0] = int(counters[0]) + samples.shape[1]
-        available = pending.shape[1]
-        if available < self.n_fft:
-            return pending.new_zeros(pending.shape[0], 0), state[:size] + [pending, tail, counters]
-        hop = self.hop_length
-        count = (available - self.n_fft) // hop + 1
-        used = (count - 1) * hop + self.n_fft
-        spec = self.net.stft.frames_to_spec(pending[:, :used])
-        gains, net_state = self.net.gains_chunk(spec, state[:size])
-        summed = self.net.stft.overlap_add(self.net.stft.synthesis_frames(spec * gains))
-        summed = torch.cat([summed[:, : self.left_pad] + tail, summed[:, self.left_pad :]], dim=1)
-        start = int(counters[1]) * hop
-        final = summed[:, : count * hop] / self.net.stft.envelope_for(start, count * hop)
-        final = final[:, max(0, self.left_pad - start) :]
-        counters[1] = int(counters[1]) + count
-        counters[2] = int(counters[2]) + final.shape[1]
-        new_state = net_state + [pending[:, count * hop :], summed[:, count * hop :], counters]
-        return final, new_state
+        return self.initial_state(self.probe.new_zeros(batch, 1))
 
     @torch.jit.export
     def stream_process(self, block: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """Feed a block (B, n) of any length; returns (every output sample that became final,
         new state). Concatenated outputs plus :meth:`stream_flush` equal ``forward``."""
-        return self._consume(block, state)
+        return self.consume(block, state)
 
     @torch.jit.export
     def stream_flush(self, state: list[Tensor]) -> Tensor:
         """End of input: run the last frames (zero padded like ``forward``), return the rest."""
-        size = self.net_state_size
-        counters = state[size + 2]
-        received = int(counters[0])
-        if received == 0:
-            return state[size].new_zeros(state[size].shape[0], 0)
-        hop = self.hop_length
-        frames = (self.left_pad + received + hop - 1) // hop
-        missing = (frames - 1) * hop + self.n_fft - (self.left_pad + received)
-        zeros = state[size].new_zeros(state[size].shape[0], missing)
-        final, new_state = self._consume(zeros, state)
-        emitted = int(counters[2])
-        return final[:, : max(0, received - emitted)]
+        return self.finish(state)
 
 
 class GainNetworkOnFeatures(nn.Module):
@@ -252,8 +207,6 @@ def check_export(
 
 
 def _check_gainnet(net: nn.Module) -> None:
-    from audiodiag.model import GainNet
-
     if not isinstance(net, GainNet):
         raise ExportError(
             f"only GainNet models export (got {type(net).__name__}); model=wiener needs no export, "
@@ -271,8 +224,6 @@ def exportable_net(net: nn.Module) -> nn.Module:
     ``convert(net, "elementwise")`` (the cost floor of the layer family) when the layers have no
     off-diagonals, else ``convert(net, "diag")``; the shared state_dict layout keeps the outputs.
     """
-    from audiodiag.layers import convert
-
     _check_gainnet(net)
     net = net.float().eval()
     return convert(net, export_layer(net)).eval()
@@ -361,48 +312,10 @@ def export_onnx(
             0.1 * torch.randn(2, lengths[0], generator=generator)
         )
         example = converted.features(example_spec)
-    frames = torch.export.Dim("frames", min=1, max=10_000_000)
-    batch = torch.export.Dim("batch", min=1, max=1024)
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx_log = logging.getLogger("torch.onnx")
-    level = onnx_log.level
-    onnx_log.setLevel(logging.ERROR)  # "torchvision is not installed" notes are noise here
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            program = torch.onnx.export(
-                core,
-                (example,),
-                dynamo=True,
-                opset_version=opset,
-                input_names=["features"],
-                output_names=["gains"],
-                dynamic_shapes={"features": {0: batch, 1: frames}},
-                verbose=False,
-            )
-        except Exception as error:  # noqa: BLE001
-            raise ExportError(f"ONNX export failed: {error}") from error
-        finally:
-            onnx_log.setLevel(level)
-    if program is None:
-        raise ExportError("ONNX export returned no program")
-    model = program.model_proto
-    text = json.dumps(
-        {
-            **dict(metadata or {}),
-            "format": "audiodiag-onnx-gains",
-            "input": "features (batch, frames, 2, bins)",
-            "output": "gains (batch, bins, frames)",
-            "n_fft": int(converted.n_fft),
-            "hop_length": int(converted.hop_length),
-            "sample_rate": int(converted.sample_rate),
-            "causal": bool(converted.causal),
-        },
-        sort_keys=True,
-        default=str,
-    )
+    model = _trace_onnx(core, example, opset)
     entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_FILE, text
+    entry.key, entry.value = METADATA_FILE, _onnx_metadata(converted, metadata)
     onnx.save(model, str(path))
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -425,6 +338,53 @@ def export_onnx(
             f"removed {path}"
         )
     return {"path": str(path), "bytes": path.stat().st_size, "max_abs_diff": diffs}
+
+
+def _trace_onnx(core: nn.Module, example: Tensor, opset: int) -> Any:
+    """The ONNX model proto of ``core`` (features -> gains), batch and frames dynamic."""
+    frames = torch.export.Dim("frames", min=1, max=10_000_000)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)  # "torchvision is not installed" notes are noise here
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                core,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["features"],
+                output_names=["gains"],
+                dynamic_shapes={"features": {0: batch, 1: frames}},
+                verbose=False,
+            )
+        except Exception as error:  # noqa: BLE001
+            raise ExportError(f"ONNX export failed: {error}") from error
+        finally:
+            onnx_log.setLevel(level)
+    if program is None:
+        raise ExportError("ONNX export returned no program")
+    return program.model_proto
+
+
+def _onnx_metadata(converted: nn.Module, metadata: Mapping[str, Any] | None) -> str:
+    """The JSON stored in the ONNX file's ``metadata_props``: run metadata plus the I/O contract."""
+    return json.dumps(
+        {
+            **dict(metadata or {}),
+            "format": "audiodiag-onnx-gains",
+            "input": "features (batch, frames, 2, bins)",
+            "output": "gains (batch, bins, frames)",
+            "n_fft": int(converted.n_fft),
+            "hop_length": int(converted.hop_length),
+            "sample_rate": int(converted.sample_rate),
+            "causal": bool(converted.causal),
+        },
+        sort_keys=True,
+        default=str,
+    )
 
 
 def _run_metadata(ckpt_path: Path, checkpoint: Mapping[str, Any]) -> dict[str, Any]:
@@ -458,8 +418,6 @@ def export_checkpoint(
     ckpt: str | Path, out: str | Path, onnx_path: str | Path | None = None
 ) -> dict[str, Any]:
     """Load a Lightning checkpoint (weights only), write the TorchScript file (and ONNX)."""
-    from audiodiag.inference import load_checkpoint
-
     ckpt = Path(ckpt)
     net, checkpoint = load_checkpoint(ckpt)
     meta = _run_metadata(ckpt, checkpoint)
@@ -482,8 +440,6 @@ training checkpoint, after checking it against the eager model (max abs diff <= 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m audiodiag.export``."""
-    from audiodiag.inference import CliError, ModelLoadError, parse_cli
-
     try:
         args = parse_cli(argv, {"ckpt", "out", "onnx"}, USAGE, required=("ckpt", "out"))
         if args is None:

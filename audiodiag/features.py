@@ -27,6 +27,9 @@ Both are unchanged when the input is scaled by any gain (level invariance), up t
 that keeps silence finite.
 """
 
+# The STFT-gain base reads ``self.stft`` through nn.Module.__getattr__ (typed "Tensor | Module"
+# for mypy); "# type:" comments cannot be used there: TorchScript parses them as signatures.
+# mypy: disable-error-code="union-attr,operator"
 from __future__ import annotations
 
 import math

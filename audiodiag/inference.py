@@ -1,7 +1,7 @@
 """Load any enhancer (checkpoint, exported file, ``wiener``) and run it on long audio.
 
-Shared by :mod:`audiodiag.export`, :mod:`audiodiag.enhance`, :mod:`audiodiag.evaluate` and
-``scripts/bench_rtf.py``::
+Shared by :mod:`audiodiag.enhance`, :mod:`audiodiag.evaluate` and ``scripts/bench_rtf.py``;
+files are read by :mod:`audiodiag.loading`, and nothing here imports Lightning or torchmetrics::
 
     enhancer = load_enhancer("model.pt")            # or a .ckpt, or "wiener"
     clean = enhancer(noisy)                         # (time,) or (batch, time) at enhancer.sample_rate
@@ -9,209 +9,55 @@ Shared by :mod:`audiodiag.export`, :mod:`audiodiag.enhance`, :mod:`audiodiag.eva
     out = [stream.process(block) for block in blocks] + [stream.flush()]
     enhance_file(enhancer, "long.wav", "long_enhanced.wav")   # bounded memory, any rate/channels
 
-Checkpoints load with ``torch.load(weights_only=True)`` (a checkpoint cannot run code) and the
-network is rebuilt from ``hyper_parameters["net"]`` with :func:`audiodiag.module.build_net`.
-
-Long files: a causal model runs through its stateful block API (output equal to whole-file
+Long files: a causal model runs through the streaming recursion of :mod:`audiodiag.streaming`
+(the exported file's ``stream_*`` methods or an eager :class:`StreamCore`; output equal to whole-file
 processing: its features keep running statistics of unbounded memory, so overlapping chunks
 could not be exact); other models (non-causal GainNet, Wiener) run on windows of
 ``window_seconds`` with ``context_seconds`` of real audio on each side, whose centre is kept.
 Resampling to and from the model's rate is streamed too, and is exact (see
-:class:`StreamingResampler`). Memory is bounded by the block and window sizes, not the file.
+:class:`audiodiag.audio.StreamingResampler`). Memory is bounded by the block and window sizes, not the file.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import sys
-import warnings
-import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from audiodiag.audio import (
+    AudioBlockReader,
+    AudioBlockWriter,
+    AudioDecodeError,
+    OverlappedSegments,
+    StreamingResampler,
+    output_subtype,
+    resample,
+)
+from audiodiag.loading import (
+    archive_names,
+    check_model_file,
+    is_torchscript_archive,
+    load_checkpoint,
+    load_torchscript,
+)
+from audiodiag.streaming import StreamCore
+from audiodiag.wiener import WienerEnhancer
 
 __all__ = [
-    "CliError",
+    "BlockPipeline",
     "Enhancer",
-    "ModelLoadError",
-    "StreamingResampler",
+    "StreamSession",
     "enhance_file",
     "enhance_waveform",
-    "load_checkpoint",
     "load_enhancer",
-    "parse_cli",
 ]
 
 PathLike = str | os.PathLike
-
-
-class ModelLoadError(ValueError):
-    """A model file that cannot be used (missing, truncated, not a checkpoint or export)."""
-
-    def __init__(self, path: PathLike, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"cannot load model '{self.path}': {reason}")
-
-
-class CliError(ValueError):
-    """A bad command-line argument; the message names it and what is accepted."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Command lines: key=value in Hydra override style
-# ---------------------------------------------------------------------------------------------
-def parse_cli(
-    argv: Sequence[str] | None,
-    allowed: Iterable[str],
-    usage: str,
-    required: Sequence[str] = (),
-    prefixes: Sequence[str] = (),
-) -> dict[str, str] | None:
-    """Parse ``key=value`` arguments (also ``--key=value`` and ``--key value``).
-
-    Returns None after printing ``usage`` for ``-h``/``--help``. Keys must be in ``allowed`` or
-    start with one of ``prefixes`` (e.g. ``data.`` overrides passed on to Hydra).
-    """
-    args = list(sys.argv[1:] if argv is None else argv)
-    allowed = set(allowed)
-    if any(a in ("-h", "--help", "help") for a in args):
-        print(usage)
-        return None
-    values: dict[str, str] = {}
-    index = 0
-    while index < len(args):
-        arg = args[index]
-        index += 1
-        key_value = arg[2:] if arg.startswith("--") else arg
-        if "=" in key_value:
-            key, value = key_value.split("=", 1)
-        elif arg.startswith("--") and index < len(args):
-            key, value = key_value, args[index]
-            index += 1
-        else:
-            raise CliError(f"argument {arg!r} is not key=value; see --help\n\n{usage}")
-        key = key.strip().lstrip("+")
-        if key not in allowed and not any(key.startswith(p) for p in prefixes):
-            accepted = ", ".join(sorted(allowed) + [p + "*" for p in prefixes])
-            raise CliError(f"unknown argument {key!r}; accepted: {accepted}")
-        values[key] = value
-    missing = [k for k in required if not values.get(k)]
-    if missing:
-        raise CliError(f"missing {', '.join(k + '=...' for k in missing)}\n\n{usage}")
-    return values
-
-
-def parse_bool(key: str, value: str) -> bool:
-    """``true/false/1/0/yes/no`` -> bool, else :class:`CliError` naming ``key``."""
-    lowered = value.strip().lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    raise CliError(f"{key}={value!r} is not a boolean; use true or false")
-
-
-def parse_float(key: str, value: str, minimum: float | None = None) -> float:
-    """A float argument, optionally > ``minimum``."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise CliError(f"{key}={value!r} is not a number") from None
-    if not math.isfinite(number) or (minimum is not None and number <= minimum):
-        raise CliError(f"{key}={value!r} must be a finite number > {minimum}")
-    return number
-
-
-def resolve_device(value: str | None) -> torch.device:
-    """``cpu``/``cuda``/``cuda:N``/``auto`` -> device, refusing CUDA when there is none."""
-    name = (value or "cpu").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise CliError(f"device={value} asked for, but CUDA is not available; use device=cpu")
-        return torch.device(name)
-    if name != "cpu":
-        raise CliError(f"device={value!r} is unknown; accepted: cpu, cuda, cuda:N, auto")
-    return torch.device("cpu")
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-# ---------------------------------------------------------------------------------------------
-def _zip_names(path: Path) -> list[str]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            bad = archive.testzip()
-    except zipfile.BadZipFile as error:
-        raise ModelLoadError(
-            path,
-            f"not a PyTorch archive ({error}); the file is truncated or is not a checkpoint "
-            "(.ckpt from audiodiag.train) nor an exported model (.pt from audiodiag.export)",
-        ) from error
-    except OSError as error:
-        raise ModelLoadError(path, str(error)) from error
-    if bad is not None:
-        raise ModelLoadError(path, f"archive member {bad!r} is corrupt (truncated download?)")
-    return names
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise ModelLoadError(path, "no such file")
-    if path.is_dir():
-        raise ModelLoadError(path, "is a directory; give a .ckpt or an exported .pt file")
-    if path.stat().st_size == 0:
-        raise ModelLoadError(path, "file is empty")
-
-
-def load_checkpoint(
-    path: PathLike, map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict]:
-    """Rebuild the network of a GainLearner checkpoint; returns ``(net in eval mode, checkpoint)``.
-
-    Loads with ``weights_only=True``; raises :class:`ModelLoadError` naming the file when it is
-    missing, truncated, or not a checkpoint of :class:`audiodiag.module.GainLearner`.
-    """
-    from audiodiag.module import build_net
-
-    path = Path(path)
-    _check_file(path)
-    _zip_names(path)
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises RuntimeError/UnpicklingError/...
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(path, f"torch.load(weights_only=True) failed: {first}") from error
-    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
-        raise ModelLoadError(path, "not a Lightning checkpoint (no 'state_dict' entry)")
-    hparams = checkpoint.get("hyper_parameters") or {}
-    if "net" not in hparams:
-        raise ModelLoadError(
-            path, "checkpoint has no hyper_parameters['net'] (not written by audiodiag.train)"
-        )
-    try:
-        net = build_net(hparams["net"])
-    except (TypeError, ValueError) as error:
-        raise ModelLoadError(path, f"cannot rebuild the network: {error}") from error
-    prefix = "net."
-    state = {
-        k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)
-    }
-    try:
-        net.load_state_dict(state, strict=True)
-    except (RuntimeError, ValueError) as error:
-        raise ModelLoadError(path, f"weights do not fit the network: {error}") from error
-    return net.eval(), dict(checkpoint)
 
 
 class StreamSession(Protocol):
@@ -271,8 +117,16 @@ class Enhancer:
         """
         if self.causal:
             if self.kind == "torchscript":
-                return _ScriptedStream(self.module, batch, self.device)
-            return _eager_stream(self.module, batch, self.device)
+                module = self.module
+                return _StateStream(
+                    module.stream_init(batch),
+                    module.stream_process,
+                    module.stream_flush,
+                    self.device,
+                )
+            core = StreamCore(self.module)
+            like = torch.zeros(batch, 1, device=self.device)
+            return _StateStream(core.initial_state(like), core.consume, core.finish, self.device)
         return _WindowStream(
             self,
             window=max(1, int(self.window_seconds * self.sample_rate)),
@@ -280,106 +134,31 @@ class Enhancer:
         )
 
 
-class _ScriptedStream:
-    """Stream through the ``stream_*`` methods an exported causal model carries."""
+class _StateStream:
+    """A causal model's streaming recursion (``init``, ``process``, ``flush`` as functions of an
+    explicit state: an exported file's ``stream_*`` methods or an eager :class:`StreamCore`),
+    held as a :class:`StreamSession` for (channels, n) blocks on ``device``."""
 
-    def __init__(self, module: Any, batch: int, device: torch.device) -> None:
-        self.module = module
-        self.device = device
-        self.state = module.stream_init(batch)
+    def __init__(
+        self,
+        state: list[Tensor],
+        process: Callable[[Tensor, list[Tensor]], tuple[Tensor, list[Tensor]]],
+        flush: Callable[[list[Tensor]], Tensor],
+        device: torch.device,
+    ) -> None:
+        self.state, self._process, self._flush, self.device = state, process, flush, device
 
     @torch.inference_mode()
     def process(self, block: Tensor) -> Tensor:
-        out, self.state = self.module.stream_process(
-            block.to(self.device, torch.float32), self.state
-        )
+        out, self.state = self._process(block.to(self.device, torch.float32), self.state)
         return out.float().cpu()
 
     @torch.inference_mode()
     def flush(self) -> Tensor:
-        return self.module.stream_flush(self.state).float().cpu()
+        return self._flush(self.state).float().cpu()
 
 
-def _eager_stream(net: Any, batch: int, device: torch.device) -> StreamSession:
-    """Exact block processing of an eager causal GainNet with
-    :class:`audiodiag.streaming.StreamingEnhancer` (``process_ready`` + ``flush``)."""
-    from audiodiag.streaming import StreamingEnhancer
-
-    return _HelperStream(StreamingEnhancer(net), batch, device)
-
-
-class _HelperStream:
-    """Adapter: (channels, n) blocks in, every final sample out (no fixed delay to remove)."""
-
-    def __init__(self, streamer: Any, batch: int, device: torch.device) -> None:
-        self.streamer = streamer
-        self.batch = batch
-        self.device = device
-
-    @torch.inference_mode()
-    def process(self, block: Tensor) -> Tensor:
-        out = self.streamer.process_ready(block.to(self.device, torch.float32))
-        return out.float().cpu().reshape(self.batch, -1)
-
-    @torch.inference_mode()
-    def flush(self) -> Tensor:
-        return self.streamer.flush().float().cpu().reshape(self.batch, -1)
-
-
-class _OverlappedSegments:
-    """Cuts a stream into segments of ``segment`` samples, each processed with ``context`` real
-    samples on either side, keeping only the input that later segments still need.
-
-    Subclasses say how one segment is processed (:meth:`_run`); this class owns the buffer, so
-    memory is bounded by ``segment + 2 * context``, not by the stream.
-    """
-
-    def __init__(self, segment: int, context: int) -> None:
-        self.segment = segment
-        self.context = context
-        self.buffer: Tensor | None = None
-        self.buffer_start = 0  # global index of buffer[..., 0]
-        self.next_in = 0  # global index where the next output segment starts
-        self.total = 0
-
-    def _run(self, piece: Tensor, lo: int, start: int, end: int | None) -> Tensor:
-        """Output for input ``[start, end)`` (``None``: to the end) from ``piece`` starting at ``lo``."""
-        raise NotImplementedError
-
-    def _segment(self, start: int, end: int | None) -> Tensor:
-        assert self.buffer is not None
-        lo = max(0, start - self.context)
-        hi = self.total if end is None else min(self.total, end + self.context)
-        piece = self.buffer[..., lo - self.buffer_start : hi - self.buffer_start]
-        return self._run(piece, lo, start, end)
-
-    def _push(self, block: Tensor) -> Tensor:
-        """Append (channels, n); returns the output of every segment that is now complete."""
-        self.buffer = block if self.buffer is None else torch.cat([self.buffer, block], dim=-1)
-        self.total += block.shape[-1]
-        outs = []
-        while self.next_in + self.segment + self.context <= self.total:
-            end = self.next_in + self.segment
-            outs.append(self._segment(self.next_in, end))
-            self.next_in = end
-            keep_from = max(0, self.next_in - self.context)
-            self.buffer = self.buffer[..., keep_from - self.buffer_start :]
-            self.buffer_start = keep_from
-        if not outs:
-            return block.new_zeros(block.shape[0], 0)
-        return torch.cat(outs, dim=-1)
-
-    def _finish(self) -> Tensor:
-        """The output of the last, partial segment once the input has ended."""
-        if self.buffer is None or self.next_in >= self.total:
-            channels = 1 if self.buffer is None else self.buffer.shape[0]
-            return torch.zeros(channels, 0)
-        out = self._segment(self.next_in, None)
-        self.next_in = self.total
-        return out
-
-
-class _WindowStream(_OverlappedSegments):
+class _WindowStream(OverlappedSegments):
     """Non-causal models: windows of ``window`` samples with ``context`` real samples each side.
 
     Output sample ``s`` comes from the window whose centre part holds ``s``; this approximates
@@ -401,43 +180,18 @@ class _WindowStream(_OverlappedSegments):
         return self._finish()
 
 
-def _load_torchscript(path: Path) -> tuple[Any, dict[str, Any]]:
-    from audiodiag.export import METADATA_FILE
-
-    extra = {METADATA_FILE: ""}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still works
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except Exception as error:  # noqa: BLE001
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(path, f"torch.jit.load failed: {first}") from error
-    try:
-        metadata = json.loads(extra[METADATA_FILE] or "{}")
-    except ValueError as error:
-        raise ModelLoadError(path, f"metadata {METADATA_FILE} is not JSON: {error}") from error
-    if "sample_rate" not in metadata and not hasattr(module, "sample_rate"):
-        raise ModelLoadError(
-            path, "TorchScript file has no sample rate (not from audiodiag.export)"
-        )
-    return module.eval(), metadata
-
-
 def load_enhancer(spec: PathLike, device: torch.device | str = "cpu") -> Enhancer:
     """Load ``spec``: ``wiener``, a training checkpoint (.ckpt) or an exported TorchScript file.
 
     Raises :class:`ModelLoadError` naming the file for anything else.
     """
     if str(spec).strip().lower() == "wiener":
-        from audiodiag.wiener import WienerEnhancer
-
         wiener = WienerEnhancer().eval()
         return Enhancer("wiener", "wiener", wiener, wiener.sample_rate, False, None).to(device)
     path = Path(spec)
-    _check_file(path)
-    names = _zip_names(path)
-    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-        module, metadata = _load_torchscript(path)
+    check_model_file(path)
+    if is_torchscript_archive(archive_names(path)):
+        module, metadata = load_torchscript(path)
         rate = int(metadata.get("sample_rate", getattr(module, "sample_rate", 0)))
         causal = bool(metadata.get("causal", False)) and hasattr(module, "stream_process")
         latency = metadata.get("latency_samples")
@@ -459,62 +213,6 @@ def load_enhancer(spec: PathLike, device: torch.device | str = "cpu") -> Enhance
     return Enhancer(str(path), "checkpoint", net, rate, causal, latency, metadata).to(device)
 
 
-# ---------------------------------------------------------------------------------------------
-# Resampling in blocks
-# ---------------------------------------------------------------------------------------------
-class StreamingResampler(_OverlappedSegments):
-    """Block-wise resampling equal to :func:`audiodiag.audio.resample` on the whole signal.
-
-    torchaudio's polyphase sinc resampler maps input block ``i`` of ``orig/g`` samples to output
-    block ``i`` of ``new/g`` samples using input ``[i*orig/g - width, (i+1)*orig/g + width)``.
-    Cutting the input at multiples of ``orig/g`` and giving each segment ``context`` real
-    samples (>= width + orig/g) on each side therefore reproduces the whole-signal output.
-    """
-
-    def __init__(self, orig_freq: int, new_freq: int, segment_samples: int = 16384) -> None:
-        if orig_freq <= 0 or new_freq <= 0:
-            raise ValueError(f"sample rates must be positive, got {orig_freq} -> {new_freq}")
-        self.orig_freq, self.new_freq = int(orig_freq), int(new_freq)
-        g = math.gcd(self.orig_freq, self.new_freq)
-        self.orig_g, self.new_g = self.orig_freq // g, self.new_freq // g
-        # torchaudio defaults: lowpass_filter_width=6, rolloff=0.99.
-        width = math.ceil(6 * self.orig_g / (min(self.orig_g, self.new_g) * 0.99))
-        context = self.orig_g * (math.ceil((width + self.orig_g) / self.orig_g) + 1)
-        super().__init__(self.orig_g * max(1, math.ceil(segment_samples / self.orig_g)), context)
-
-    @property
-    def passthrough(self) -> bool:
-        """Same rate in and out: blocks pass unchanged."""
-        return self.orig_freq == self.new_freq
-
-    def _run(self, piece: Tensor, lo: int, start: int, end: int | None) -> Tensor:
-        from audiodiag.audio import resample
-
-        out = resample(piece, self.orig_freq, self.new_freq)
-        lo_out = lo // self.orig_g * self.new_g
-        first = start // self.orig_g * self.new_g - lo_out
-        if end is None:
-            last = -(-self.new_g * self.total // self.orig_g) - lo_out
-        else:
-            last = end // self.orig_g * self.new_g - lo_out
-        return out[..., first:last]
-
-    def process(self, block: Tensor) -> Tensor:
-        """Feed (channels, n); returns the output samples that are final."""
-        block = block.float()
-        return block if self.passthrough else self._push(block)
-
-    def flush(self) -> Tensor:
-        """The remaining output once the input has ended."""
-        if self.passthrough:
-            channels = 1 if self.buffer is None else self.buffer.shape[0]
-            return torch.zeros(channels, 0)
-        return self._finish()
-
-
-# ---------------------------------------------------------------------------------------------
-# Whole signals and files
-# ---------------------------------------------------------------------------------------------
 def _fit_length(x: Tensor, length: int) -> Tensor:
     if x.shape[-1] >= length:
         return x[..., :length]
@@ -524,8 +222,6 @@ def _fit_length(x: Tensor, length: int) -> Tensor:
 def enhance_waveform(enhancer: Enhancer, waveform: Tensor, sample_rate: int) -> Tensor:
     """Whole-signal enhancement of (channels, time) at ``sample_rate``: each channel resampled to
     the model's rate, enhanced, resampled back; returns (channels, time) at ``sample_rate``."""
-    from audiodiag.audio import resample
-
     if waveform.dim() == 1:
         waveform = waveform.unsqueeze(0)
     length = waveform.shape[-1]
@@ -570,18 +266,6 @@ class BlockPipeline:
         return x.new_zeros(self.channels, 0) if x.numel() == 0 else x.reshape(self.channels, -1)
 
 
-def _output_subtype(path: Path, in_subtype: str | None) -> str:
-    import soundfile as sf
-
-    ext = path.suffix.lower().lstrip(".")
-    fmt = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}.get(ext, "WAV")
-    if fmt == "OGG":
-        return "VORBIS"
-    if in_subtype and sf.check_format(fmt, in_subtype):
-        return in_subtype
-    return "PCM_16"
-
-
 def enhance_file(
     enhancer: Enhancer,
     input_path: PathLike,
@@ -593,63 +277,23 @@ def enhance_file(
 
     The output has the input's sample rate, channel count, length and (where the format allows)
     sample format. ``on_progress(seconds)`` is called after each block. Raises
-    :class:`audiodiag.audio.AudioDecodeError` naming the file when it cannot be decoded; a
-    partly written output is removed.
+    :class:`audiodiag.audio.AudioDecodeError` naming the file when it cannot be decoded or the
+    model produces NaN/inf; a partly written output is removed.
     """
-    import soundfile as sf
 
-    from audiodiag.audio import AudioDecodeError
+    def checked(y: Tensor) -> Tensor:
+        if not bool(torch.isfinite(y).all()):
+            raise AudioDecodeError(input_path, "model produced NaN/inf output")
+        return y
 
-    input_path, output_path = Path(input_path), Path(output_path)
-    try:
-        reader = sf.SoundFile(str(input_path))
-    except Exception as error:  # noqa: BLE001 - libsndfile errors vary
-        raise AudioDecodeError(
-            input_path, str(error).splitlines()[0] if str(error) else ""
-        ) from error
-    written = 0
-    try:
-        with reader:
-            rate, channels, frames = reader.samplerate, reader.channels, reader.frames
-            if frames <= 0:
-                raise AudioDecodeError(input_path, "file holds no samples")
-            subtype = _output_subtype(output_path, reader.subtype)
-            pipeline = BlockPipeline(enhancer, rate, channels)
-            block = max(1, int(block_seconds * rate))
-            output_path.parent.mkdir(parents=True, exist_ok=True)
-            with sf.SoundFile(
-                str(output_path), "w", samplerate=rate, channels=channels, subtype=subtype
-            ) as writer:
-
-                def write(y: Tensor) -> None:
-                    nonlocal written
-                    y = y[..., : max(0, frames - written)]
-                    if y.shape[-1] == 0:
-                        return
-                    data = y.numpy().T
-                    if not np.isfinite(data).all():
-                        raise AudioDecodeError(input_path, "model produced NaN/inf output")
-                    writer.write(np.clip(data, -1.0, 1.0))
-                    written += data.shape[0]
-
-                while True:
-                    try:
-                        data = reader.read(block, dtype="float32", always_2d=True)
-                    except Exception as error:  # noqa: BLE001
-                        raise AudioDecodeError(input_path, f"decoding failed: {error}") from error
-                    if data.shape[0] == 0:
-                        break
-                    if not np.isfinite(data).all():
-                        raise AudioDecodeError(input_path, "file holds NaN or infinite samples")
-                    x = torch.from_numpy(np.clip(data, -1.0, 1.0).T.copy())
-                    write(pipeline.process(x))
-                    if on_progress is not None:
-                        on_progress(data.shape[0] / rate)
-                write(pipeline.flush())
-                if written < frames:  # never expected; keeps the length promise regardless
-                    writer.write(np.zeros((frames - written, channels), dtype=np.float32))
-                    written = frames
-    except BaseException:
-        output_path.unlink(missing_ok=True)
-        raise
+    with AudioBlockReader(input_path) as reader:
+        rate, channels, frames = reader.sample_rate, reader.channels, reader.frames
+        pipeline = BlockPipeline(enhancer, rate, channels)
+        subtype = output_subtype(output_path, reader.subtype)
+        with AudioBlockWriter(output_path, rate, channels, frames, subtype) as writer:
+            for block in reader.blocks(max(1, int(block_seconds * rate))):
+                writer.write(checked(pipeline.process(block)))
+                if on_progress is not None:
+                    on_progress(block.shape[-1] / rate)
+            writer.write(checked(pipeline.flush()))
     return {"seconds": frames / rate, "sample_rate": rate, "channels": channels, "frames": frames}

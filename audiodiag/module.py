@@ -3,22 +3,20 @@
 :class:`GainLearner` owns training concerns only: the loss (negative SI-SDR plus an optional
 spectral magnitude term), the optimiser and LR schedule, the validation/test metrics and a guard
 that stops the run on a non-finite loss. The network itself is a plain ``nn.Module`` built by
-:func:`build_net` from plain keyword arguments, so a checkpoint's ``hyper_parameters["net"]`` is
+:func:`audiodiag.nets.build_net` from plain keyword arguments, so a checkpoint's ``hyper_parameters["net"]`` is
 enough to rebuild it without Lightning or Hydra (``torch.load(..., weights_only=True)`` works
 because every hyperparameter is a plain Python type).
 
-SI-SDR is computed on zero-mean signals everywhere (``zero_mean=True``), in the loss, the
-metrics and the test report. Clips whose clean reference is silent have no meaningful SI-SDR;
+SI-SDR is :func:`audiodiag.losses.si_sdr` (zero-mean) everywhere: in the loss, the metrics and
+the per-clip test records (:func:`audiodiag.metrics.score_clip`, shared with evaluate). Clips whose clean reference is silent have no meaningful SI-SDR;
 they are left out of every mean (and counted) so that no logged mean is NaN.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -26,165 +24,31 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
-from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio
 
-from audiodiag import layers
 from audiodiag.losses import si_sdr, spectral_magnitude_loss
+from audiodiag.metrics import (
+    per_clip_si_sdr,
+    pesq_stoi_available,
+    score_clip,
+    silent_mask,
+)
+from audiodiag.nets import build_net, plain_values
 
-__all__ = [
-    "NET_KINDS",
-    "GainLearner",
-    "NonFiniteLossError",
-    "build_net",
-    "count_parameters",
-    "markdown_test_report",
-    "silent_mask",
-    "summarize_test_records",
-]
+__all__ = ["DEFAULT_OPTIMIZER", "DEFAULT_SCHEDULER", "GainLearner", "NonFiniteLossError"]
 
 log = logging.getLogger(__name__)
 
-#: Network kinds :func:`build_net` knows; ``kind`` selects one, the other keys are its kwargs.
-NET_KINDS: tuple[str, ...] = ("gainnet", "wiener")
-
-#: A clean clip whose RMS is below this (about -100 dBFS) counts as silent.
-SILENCE_RMS = 1e-5
-
+# The training defaults of conf/train.yaml (the one source users see); a test holds these equal
+# to it, so a GainLearner built without a config trains like `python -m audiodiag.train`.
 _DEFAULT_LOSS = {"si_sdr": 1.0, "spectral": 0.0}
-_DEFAULT_OPTIMIZER = {"name": "adamw", "lr": 3e-3, "weight_decay": 0.0, "betas": [0.9, 0.999]}
-_DEFAULT_SCHEDULER = {"name": "cosine", "warmup_steps": 0, "min_lr_ratio": 0.05}
+DEFAULT_OPTIMIZER = {"name": "adamw", "lr": 0.01, "weight_decay": 0.0, "betas": [0.9, 0.999]}
+DEFAULT_SCHEDULER = {"name": "cosine", "warmup_steps": 20, "min_lr_ratio": 0.05}
 SCHEDULERS: tuple[str, ...] = ("none", "cosine", "plateau")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "adam", "sgd")
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the message names the step and batch."""
-
-
-def _plain(value: Any) -> Any:
-    """Turn OmegaConf containers (or any mapping/sequence) into plain dicts and lists.
-
-    Hyperparameters are stored in checkpoints, which must load with ``weights_only=True``.
-    """
-    try:  # Hydra is optional for the module: only convert when OmegaConf is around.
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, DictConfig | ListConfig):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def build_net(net: Mapping[str, Any]) -> nn.Module:
-    """Build the waveform-to-waveform network described by plain keyword arguments.
-
-    ``net["kind"]`` is one of :data:`NET_KINDS` (default ``"gainnet"``); every other key is
-    passed to :class:`audiodiag.model.GainNet` or :class:`audiodiag.wiener.WienerEnhancer`.
-    This is what export and evaluate call on ``checkpoint["hyper_parameters"]["net"]``.
-    """
-    kwargs = dict(_plain(net))
-    kind = kwargs.pop("kind", "gainnet")
-    if kind == "gainnet":
-        from audiodiag.model import GainNet
-
-        cls: type[nn.Module] = GainNet
-    elif kind == "wiener":
-        from audiodiag.wiener import WienerEnhancer
-
-        cls = WienerEnhancer
-    else:
-        raise ValueError(f"model.kind={kind!r} is unknown; valid: {', '.join(NET_KINDS)}")
-    params = inspect.signature(cls.__init__).parameters
-    takes_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    unknown = sorted(k for k in kwargs if k not in params) if not takes_var_kw else []
-    if unknown:
-        accepted = ", ".join(k for k in params if k != "self")
-        raise ValueError(
-            f"model.{unknown[0]} is not an argument of {cls.__name__} (model.kind={kind!r}); "
-            f"accepted: {accepted}"
-        )
-    return cls(**kwargs)
-
-
-def count_parameters(net: nn.Module) -> int:
-    """Trainable values, diagonal layers in their shared layout (same for all four forms)."""
-    return layers.count_parameters(net)
-
-
-def silent_mask(clean: Tensor, lengths: Tensor | None = None) -> Tensor:
-    """(B,) bool: True where the clean reference is silent (RMS below :data:`SILENCE_RMS`)."""
-    if lengths is None:
-        energy = clean.float().pow(2).mean(dim=-1)
-    else:
-        time = torch.arange(clean.shape[-1], device=clean.device)
-        valid = (time[None, :] < lengths[:, None]).to(clean.dtype)
-        energy = (clean.float().pow(2) * valid).sum(-1) / lengths.clamp_min(1).to(clean.dtype)
-    return energy.sqrt() < SILENCE_RMS
-
-
-def per_clip_si_sdr(estimate: Tensor, clean: Tensor, lengths: Tensor) -> Tensor:
-    """(B,) zero-mean SI-SDR of each clip over its true length (padding excluded)."""
-    estimate, clean = estimate.float(), clean.float()
-    if bool((lengths == clean.shape[-1]).all()):
-        return scale_invariant_signal_distortion_ratio(estimate, clean, zero_mean=True)
-    values = [
-        scale_invariant_signal_distortion_ratio(
-            estimate[i, : int(n)], clean[i, : int(n)], zero_mean=True
-        )
-        for i, n in enumerate(lengths.tolist())
-    ]
-    return torch.stack(values)
-
-
-def pesq_stoi_available() -> tuple[bool, str]:
-    missing = []
-    for name in ("pesq", "pystoi"):
-        try:
-            __import__(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        return False, (
-            f"PESQ/STOI skipped on test: {' and '.join(missing)} not installed "
-            "(pip install 'audiodiag[metrics]')"
-        )
-    return True, ""
-
-
-def pesq_wb(clean: Any, degraded: Any, sample_rate: int) -> float:
-    """Wideband PESQ of one clip (16 kHz; resampled if needed), NaN where PESQ refuses."""
-    from pesq import pesq
-
-    if sample_rate != 16000:
-        import torchaudio.functional as AF
-
-        clean = AF.resample(torch.as_tensor(clean), sample_rate, 16000).numpy()
-        degraded = AF.resample(torch.as_tensor(degraded), sample_rate, 16000).numpy()
-    try:  # PESQ raises on silence ("No utterances detected") and on clips under ~0.25 s.
-        return float(pesq(16000, clean, degraded, "wb"))
-    except Exception:  # noqa: BLE001 - any PESQ failure makes this clip's score undefined
-        return math.nan
-
-
-def stoi_score(clean: Any, degraded: Any, sample_rate: int) -> float:
-    """STOI of one clip, NaN where pystoi cannot score it (too short after silence removal)."""
-    import warnings
-
-    from pystoi import stoi
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            value = float(stoi(clean, degraded, sample_rate, extended=False))
-    except Exception:  # noqa: BLE001
-        return math.nan
-    # pystoi returns 1e-5 with a warning when fewer than 30 frames survive: not a score.
-    return math.nan if value <= 1e-5 else value
 
 
 class GainLearner(pl.LightningModule):
@@ -219,11 +83,11 @@ class GainLearner(pl.LightningModule):
     ) -> None:
         super().__init__()
         # Plain containers only: checkpoints must load with weights_only=True.
-        net = _plain(net)
-        loss = {**_DEFAULT_LOSS, **_plain(loss or {})}
-        optimizer = {**_DEFAULT_OPTIMIZER, **_plain(optimizer or {})}
-        scheduler = {**_DEFAULT_SCHEDULER, **_plain(scheduler or {})}
-        test_reference = _plain(test_reference) if test_reference else None
+        net = plain_values(net)
+        loss = {**_DEFAULT_LOSS, **plain_values(loss or {})}
+        optimizer = {**DEFAULT_OPTIMIZER, **plain_values(optimizer or {})}
+        scheduler = {**DEFAULT_SCHEDULER, **plain_values(scheduler or {})}
+        test_reference = plain_values(test_reference) if test_reference else None
         unknown_loss = sorted(set(loss) - set(_DEFAULT_LOSS))
         if unknown_loss:
             raise ValueError(f"loss.{unknown_loss[0]} is unknown; valid: si_sdr, spectral")
@@ -372,29 +236,11 @@ class GainLearner(pl.LightningModule):
         snr = batch.get("snr_db", torch.full((size,), math.nan))
         noise_types = list(batch.get("noise_type", ["unknown"] * size))
         source_ids = list(batch.get("source_id", [""] * size))
-        clean_np = clean.float().cpu().numpy()
-        outs_np = {name: wav.detach().cpu().numpy() for name, wav in systems.items()}
-        sdr_ref = per_clip_si_sdr(systems["reference"], clean, lengths) if self._reference else None
         for i in range(size):
             n = int(lengths[i])
-            record: dict[str, Any] = {
-                "source_id": str(source_ids[i]),
-                "noise_type": str(noise_types[i]),
-                "snr_db": float(snr[i]),
-                "seconds": n / self.sample_rate,
-                "silent": not bool(valid[i]),
-                "si_sdr": {"noisy": float(sdr_noisy[i]), "model": float(sdr_enh[i])},
-            }
-            if sdr_ref is not None:
-                record["si_sdr"]["reference"] = float(sdr_ref[i])
-            if self._pesq_stoi_on and bool(valid[i]):
-                ref_clean = clean_np[i, :n]
-                record["pesq"] = {
-                    k: pesq_wb(ref_clean, v[i, :n], self.sample_rate) for k, v in outs_np.items()
-                }
-                record["stoi"] = {
-                    k: stoi_score(ref_clean, v[i, :n], self.sample_rate) for k, v in outs_np.items()
-                }
+            labels = {"source_id": source_ids[i], "noise_type": noise_types[i], "snr_db": snr[i]}
+            clip = {name: wav[i, :n] for name, wav in systems.items()}
+            record = score_clip(clean[i, :n], clip, self.sample_rate, labels, self._pesq_stoi_on)
             self.test_records.append(record)
         if self._pesq_stoi_on:
             recs = self.test_records[-size:]
@@ -469,114 +315,3 @@ class _WarmupCosine:
             return (step + 1) / self.warmup
         progress = min((step - self.warmup) / max(self.total - self.warmup, 1), 1.0)
         return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-# ---------------------------------------------------------------------- test report
-def _snr_groups(records: Sequence[Mapping[str, Any]]) -> dict[str, list[int]]:
-    """Group record indices by SNR: exact values when there are few, else 5 dB buckets."""
-    snrs = [float(r["snr_db"]) for r in records]
-    finite = [s for s in snrs if math.isfinite(s)]
-    distinct = sorted({round(s, 2) for s in finite})
-    groups: dict[str, list[int]] = defaultdict(list)
-    keyed: dict[float, str] = {}
-    for i, s in enumerate(snrs):
-        if not math.isfinite(s):
-            label, order = "SNR n/a", math.inf
-        elif len(distinct) <= 8:
-            order = round(s, 2)
-            label = f"{order:g} dB"
-        else:
-            lo = 5.0 * math.floor(s / 5.0)
-            order = lo
-            label = f"[{lo:g}, {lo + 5:g}) dB"
-        keyed[order] = label
-        groups[label].append(i)
-    return {keyed[k]: groups[keyed[k]] for k in sorted(keyed)}
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else None
-
-
-def summarize_test_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean scores per system, overall and by noise type and SNR, from per-clip records.
-
-    Returns ``{"n_clips", "n_silent", "systems", "groups": {label: {"kind", "n", "si_sdr":
-    {system: dB}, "si_sdri": {...}, "pesq": {...}, "stoi": {...}}}}``; silent clips are left
-    out of every mean. ``label`` is ``"all"``, a noise type, or an SNR value/bucket.
-    """
-    scored = [r for r in records if not r.get("silent")]
-    systems: list[str] = []
-    for r in scored:
-        for name in r["si_sdr"]:
-            if name not in systems:
-                systems.append(name)
-    by_noise: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(scored):
-        by_noise[str(r["noise_type"])].append(i)
-    groups: dict[str, tuple[str, list[int]]] = {"all": ("all", list(range(len(scored))))}
-    for name in sorted(by_noise):
-        groups[name] = ("noise", by_noise[name])
-    for label, idx in _snr_groups(scored).items():
-        groups[label] = ("snr", idx)
-
-    summary: dict[str, Any] = {
-        "n_clips": len(records),
-        "n_silent": len(records) - len(scored),
-        "systems": systems,
-        "groups": {},
-    }
-    for label, (kind, idx) in groups.items():
-        rows = [scored[i] for i in idx]
-        entry: dict[str, Any] = {"kind": kind, "n": len(rows)}
-        for metric in ("si_sdr", "pesq", "stoi"):
-            if not any(metric in r for r in rows):
-                continue
-            entry[metric] = {
-                s: _mean([r.get(metric, {}).get(s, math.nan) for r in rows]) for s in systems
-            }
-        entry["si_sdri"] = {
-            s: _mean([r["si_sdr"][s] - r["si_sdr"]["noisy"] for r in rows])
-            for s in systems
-            if s != "noisy"
-        }
-        summary["groups"][label] = entry
-    return summary
-
-
-def markdown_test_report(
-    summary: Mapping[str, Any], system_names: Mapping[str, str] | None = None
-) -> str:
-    """Markdown tables (one per metric): rows are systems, columns overall / noise / SNR."""
-    names = {"noisy": "noisy input", "reference": "Wiener", "model": "model"}
-    names.update(system_names or {})
-    labels = list(summary["groups"])
-    header = "| system | " + " | ".join(labels) + " |"
-    rule = "|---|" + "---:|" * len(labels)
-    counts = "| clips | " + " | ".join(str(summary["groups"][g]["n"]) for g in labels) + " |"
-    out = [
-        f"Test set: {summary['n_clips']} clips ({summary['n_silent']} silent, left out). "
-        "SI-SDR on zero-mean signals.",
-        "",
-    ]
-    titles = {
-        "si_sdr": "SI-SDR (dB)",
-        "si_sdri": "SI-SDR improvement (dB)",
-        "pesq": "PESQ-WB",
-        "stoi": "STOI",
-    }
-    for metric, title in titles.items():
-        if not any(metric in summary["groups"][g] for g in labels):
-            continue
-        out += [f"**{title}**", "", header, rule, counts]
-        for system in summary["systems"]:
-            if metric == "si_sdri" and system == "noisy":
-                continue
-            cells = []
-            for g in labels:
-                value = summary["groups"][g].get(metric, {}).get(system)
-                cells.append("n/a" if value is None else f"{value:.2f}")
-            out.append(f"| {names.get(system, system)} | " + " | ".join(cells) + " |")
-        out.append("")
-    return "\n".join(out)

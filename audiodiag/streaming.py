@@ -24,7 +24,7 @@ adds its own buffering on top, as in any block processor.
 """
 
 # GainNet's attributes are read through nn.Module.__getattr__, typed "Tensor | Module" for mypy.
-# mypy: disable-error-code="union-attr,operator"
+# mypy: disable-error-code="union-attr,operator,arg-type"
 from __future__ import annotations
 
 import torch

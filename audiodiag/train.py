@@ -32,18 +32,17 @@ from typing import Any
 import hydra
 import lightning.pytorch as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from audiodiag.module import (
-    NET_KINDS,
-    GainLearner,
-    count_parameters,
-    markdown_test_report,
-    summarize_test_records,
-)
+from audiodiag.layers import IMPLEMENTATIONS, count_parameters
+from audiodiag.metrics import markdown_test_report, summarize_test_records
+from audiodiag.module import GainLearner
+from audiodiag.nets import NET_KINDS
 from audiodiag.paths import CONF_DIR
 
 __all__ = ["main", "train", "resolve_ckpt_path", "resolve_precision"]
@@ -59,9 +58,6 @@ class ConfigError(ValueError):
 
 
 def _is_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -83,8 +79,6 @@ def check_config(cfg: DictConfig) -> None:
     if model_kind not in NET_KINDS:
         raise ConfigError(f"model.kind={model_kind!r} is unknown; valid: {', '.join(NET_KINDS)}")
     if model_kind == "gainnet":
-        from audiodiag.layers import IMPLEMENTATIONS
-
         name = cfg.layer.get("name")
         if name not in IMPLEMENTATIONS:
             raise ConfigError(
@@ -211,8 +205,6 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return []
     return list(HydraConfig.get().overrides.task)
@@ -279,18 +271,34 @@ def train(cfg: DictConfig) -> float:
 
 
 def _train(cfg: DictConfig, output_dir: Path, metrics: dict[str, Any]) -> float:
+    """Build, fit (or only validate), test and report one run; returns the monitor value."""
     check_config(cfg)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     _write_text(output_dir / "resolved_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(int(cfg.seed), workers=True)
-
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
-    net_kwargs = _container(cfg.model)
-    is_wiener = net_kwargs.get("kind") == "wiener"
+    module = _build_module(cfg, metrics)
+    trainer, loggers = _build_trainer(cfg)
+    metrics["precision"] = str(cfg.trainer.precision)
+    best, test_ckpt = _fit(cfg, module, trainer, datamodule, output_dir, metrics)
+    if cfg.get("test", True):
+        _test_and_report(cfg, module, trainer, loggers, datamodule, test_ckpt, metrics)
+    metrics["status"] = "ok"
+    _log_hparams(cfg, trainer, metrics)
+    return best if best is not None else math.nan
+
+
+def _is_wiener(cfg: DictConfig) -> bool:
+    return cfg.model.get("kind", "gainnet") == "wiener"
+
+
+def _build_module(cfg: DictConfig, metrics: dict[str, Any]) -> GainLearner:
+    """The LightningModule from the config; records model, layer, parameters and MACs."""
+    is_wiener = _is_wiener(cfg)
     reference = cfg.get("test_reference")
     module = GainLearner(
-        net=net_kwargs,
+        net=_container(cfg.model),
         loss=_container(cfg.loss),
         optimizer=_container(cfg.optimizer),
         scheduler=_container(cfg.scheduler),
@@ -301,7 +309,7 @@ def _train(cfg: DictConfig, output_dir: Path, metrics: dict[str, Any]) -> float:
     )
     n_params = count_parameters(module.net)
     metrics.update(
-        model=net_kwargs.get("kind"),
+        model=cfg.model.get("kind"),
         layer=None if is_wiener else cfg.layer.name,
         param_count=n_params,
     )
@@ -311,7 +319,11 @@ def _train(cfg: DictConfig, output_dir: Path, metrics: dict[str, Any]) -> float:
         with contextlib.suppress(Exception):
             metrics["macs_per_second"] = macs()
     log.info("net: %s, %d trainable parameters", type(module.net).__name__, n_params)
+    return module
 
+
+def _build_trainer(cfg: DictConfig) -> tuple[pl.Trainer, list[Any]]:
+    """The Trainer with the config's callbacks and loggers (resolving ``auto-mixed``)."""
     callbacks = _instantiate_group(cfg.get("callbacks"), "callbacks")
     if not cfg.trainer.get("enable_progress_bar", True):
         # Lightning refuses a progress bar callback when the bar is switched off.
@@ -328,23 +340,32 @@ def _train(cfg: DictConfig, output_dir: Path, metrics: dict[str, Any]) -> float:
     trainer: pl.Trainer = hydra.utils.instantiate(
         trainer_cfg, callbacks=callbacks, logger=loggers or False
     )
-    metrics["precision"] = str(trainer_cfg.precision)
+    return trainer, loggers
 
+
+def _fit(
+    cfg: DictConfig,
+    module: GainLearner,
+    trainer: pl.Trainer,
+    datamodule: pl.LightningDataModule,
+    output_dir: Path,
+    metrics: dict[str, Any],
+) -> tuple[float | None, str | None]:
+    """Fit (or, with nothing to train, validate); returns (best monitor value, test checkpoint)."""
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     monitor = str(cfg.monitor)
     started = time.perf_counter()
-    if is_wiener or n_params == 0:
+    best: float | None = None
+    test_ckpt: str | None = None
+    if _is_wiener(cfg) or metrics["param_count"] == 0:
         # Nothing to train: score the fixed validation and test mixtures only.
         if ckpt_path:
             log.info("ckpt_path ignored: model.kind=%s has nothing to train", cfg.model.kind)
         validated = trainer.validate(module, datamodule=datamodule)
         best = _finite(validated[0].get(monitor)) if validated else None
-        test_ckpt = None
     else:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         checkpoint = trainer.checkpoint_callback
-        best = None
-        test_ckpt = None
         if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_path:
             best = _finite(checkpoint.best_model_score)
             test_ckpt = checkpoint.best_model_path
@@ -357,42 +378,56 @@ def _train(cfg: DictConfig, output_dir: Path, metrics: dict[str, Any]) -> float:
     metrics[monitor] = best
     if trainer.interrupted:
         raise KeyboardInterrupt("training was interrupted; resume with ckpt_path=last")
+    return best, test_ckpt
 
-    if cfg.get("test", True):
-        tester = _test_trainer(trainer, trainer_cfg, loggers)
-        tested = tester.test(module, datamodule=datamodule, ckpt_path=test_ckpt)
-        for key, value in (tested[0] if tested else {}).items():
-            metrics[key] = _finite(value)
-        if tester.is_global_zero and module.test_records:
-            summary = summarize_test_records(module.test_records)
-            name = "Wiener" if is_wiener else f"GainNet ({cfg.layer.name})"
-            report = markdown_test_report(summary, {"model": name})
-            _write_json(
-                output_dir / "test_results.json",
-                {"summary": summary, "clips": module.test_records},
-            )
-            _write_text(output_dir / "test_results.md", report + "\n")
-            overall = summary["groups"]["all"]
-            if "reference" in overall.get("si_sdri", {}):
-                metrics["test/reference_si_sdri"] = overall["si_sdri"]["reference"]
-            for metric in ("pesq", "stoi"):
-                for system, value in overall.get(metric, {}).items():
-                    metrics[f"test/{system}_{metric}"] = value
-            log.info("test results (%s):\n%s", output_dir / "test_results.md", report)
 
-    metrics["status"] = "ok"
+def _test_and_report(
+    cfg: DictConfig,
+    module: GainLearner,
+    trainer: pl.Trainer,
+    loggers: list[Any],
+    datamodule: pl.LightningDataModule,
+    test_ckpt: str | None,
+    metrics: dict[str, Any],
+) -> None:
+    """Run the test set and write test_results.{json,md} with per-clip records and tables."""
+    output_dir = Path(cfg.paths.output_dir)
+    tester = _test_trainer(trainer, cfg.trainer, loggers)
+    tested = tester.test(module, datamodule=datamodule, ckpt_path=test_ckpt)
+    for key, value in (tested[0] if tested else {}).items():
+        metrics[key] = _finite(value)
+    if not (tester.is_global_zero and module.test_records):
+        return
+    summary = summarize_test_records(module.test_records)
+    name = "Wiener" if _is_wiener(cfg) else f"GainNet ({cfg.layer.name})"
+    report = markdown_test_report(summary, {"model": name})
+    _write_json(
+        output_dir / "test_results.json",
+        {"summary": summary, "clips": module.test_records},
+    )
+    _write_text(output_dir / "test_results.md", report + "\n")
+    overall = summary["groups"]["all"]
+    if "reference" in overall.get("si_sdri", {}):
+        metrics["test/reference_si_sdri"] = overall["si_sdri"]["reference"]
+    for metric in ("pesq", "stoi"):
+        for system, value in overall.get(metric, {}).items():
+            metrics[f"test/{system}_{metric}"] = value
+    log.info("test results (%s):\n%s", output_dir / "test_results.md", report)
+
+
+def _log_hparams(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, Any]) -> None:
+    """The run's knobs and final metrics to TensorBoard's HParams tab."""
     hp_metrics = {
         f"hp/{key.replace('/', '_')}": value
         for key, value in metrics.items()
         if "/" in key and isinstance(value, float)
     }
     hp_metrics["hp/train_time_s"] = metrics["train_time_s"]
-    hp_metrics["hp/param_count"] = float(n_params)
+    hp_metrics["hp/param_count"] = float(metrics["param_count"])
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(_flat_hparams(cfg), metrics=hp_metrics)
             logger.finalize("success")
-    return best if best is not None else math.nan
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")

@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", FutureWarning)
     from audiodiag.export import export_onnx, export_torchscript
-    from audiodiag.inference import load_checkpoint
     from audiodiag.layers import IMPLEMENTATIONS, convert
-    from audiodiag.module import build_net
+    from audiodiag.loading import load_checkpoint
+    from audiodiag.nets import build_net
     from audiodiag.wiener import WienerEnhancer
 
     if args.ckpt:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from audiodiag.export import ExportError, export_onnx, export_torchscript, main
-from audiodiag.inference import load_checkpoint
+from audiodiag.loading import load_checkpoint
 from audiodiag.model import GainNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")

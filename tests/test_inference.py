@@ -12,13 +12,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiodiag.inference import (
-    ModelLoadError,
-    StreamingResampler,
-    enhance_file,
-    enhance_waveform,
-    load_enhancer,
-)
+from audiodiag.audio import StreamingResampler
+from audiodiag.inference import enhance_file, enhance_waveform, load_enhancer
+from audiodiag.loading import ModelLoadError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -103,3 +103,31 @@ def test_silence_and_tiny_stream(net: GainNet) -> None:
     assert out.shape == (3,) and torch.isfinite(out).all() and out.abs().max() == 0
     empty = StreamingEnhancer(net)
     assert empty.flush().numel() == 0
+
+
+def test_exported_and_eager_streaming_are_one_recursion(models: dict) -> None:
+    # The exported file's stream_* methods and StreamingEnhancer run the same StreamCore: the
+    # same blocks give the same samples (TorchScript may only reorder float operations).
+    import warnings
+
+    from audiodiag.export import ExportedEnhancer, exportable_net
+    from audiodiag.loading import load_checkpoint
+
+    net = exportable_net(load_checkpoint(models["ckpt"])[0])  # the layer form the file holds
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.load(str(models["exported"]))
+    assert isinstance(ExportedEnhancer(net), StreamingEnhancer(net).core.__class__)
+    x = torch.randn(2, 7001, generator=torch.Generator().manual_seed(5)) * 0.1
+    eager = StreamingEnhancer(net)
+    state = scripted.stream_init(2)
+    ours, theirs = [], []
+    for start in range(0, x.shape[1], 333):
+        block = x[:, start : start + 333]
+        ours.append(eager.process_ready(block))
+        out, state = scripted.stream_process(block, state)
+        theirs.append(out)
+    ours.append(eager.flush())
+    theirs.append(scripted.stream_flush(state))
+    assert [o.shape for o in ours] == [t.shape for t in theirs]
+    torch.testing.assert_close(torch.cat(ours, 1), torch.cat(theirs, 1), atol=1e-6, rtol=0)

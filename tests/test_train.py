@@ -17,7 +17,7 @@ from hydra.errors import MissingConfigException
 from omegaconf import DictConfig
 
 from audiodiag.layers import IMPLEMENTATIONS
-from audiodiag.module import build_net
+from audiodiag.nets import build_net
 from audiodiag.paths import CONF_DIR, REPO_ROOT
 from audiodiag.train import ConfigError, resolve_ckpt_path, train
 
