@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from test_data_sources import speechlike
 
@@ -175,19 +174,3 @@ def test_babble_uses_given_speech_and_falls_back():
     assert kind == "babble" and len(calls) == 2 and np.isfinite(noise).all()
     _, kind = source.sample(RATE, RATE, np.random.default_rng(0), draw_speech=lambda rng: None)
     assert kind == "pink"
-
-
-def test_folder_noise_resamples_crops_and_skips_bad_files(tmp_path):
-    rng = np.random.default_rng(0)
-    for i, rate in enumerate((8000, 22050, 44100)):
-        stereo = rng.standard_normal((rate * 2, 2)).astype(np.float32) * 0.1
-        sf.write(tmp_path / f"n{i}.wav", stereo, rate, subtype="PCM_24")
-    (tmp_path / "broken.wav").write_bytes(b"garbage" * 20)
-    source = NoiseSource({"folder": 1.0}, folder=tmp_path, split_folder=False)
-    bad = []
-    for seed in range(12):
-        noise, kind = source.sample(
-            RATE // 2, RATE, np.random.default_rng(seed), report_bad=lambda p, e: bad.append(p)
-        )
-        assert kind == "folder" and noise.shape == (RATE // 2,) and np.isfinite(noise).all()
-    assert bad == [str(tmp_path / "broken.wav")]  # reported once, then avoided

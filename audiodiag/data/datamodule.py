@@ -419,14 +419,15 @@ class MixtureDataset(Dataset):
         snr_db = self.mixer.draw_snr_db(rng)
         gain_db = self.mixer.draw_gain_db(rng)
         if self.batched:
+            # Plain numbers: the collate makes one tensor per key (cheaper than one per item).
             item: dict[str, Any] = {
                 "clean": clean,
-                "length": torch.tensor(length, dtype=torch.int64),
-                "snr_db": torch.tensor(snr_db, dtype=torch.float32),
-                "gain_db": torch.tensor(gain_db, dtype=torch.float32),
-                "epoch": torch.tensor(epoch, dtype=torch.int64),
-                "noise_row": torch.tensor(row, dtype=torch.int64),
-                "noise_offset": torch.tensor(offset, dtype=torch.int64),
+                "length": length,
+                "snr_db": snr_db,
+                "gain_db": gain_db,
+                "epoch": epoch,
+                "noise_row": row,
+                "noise_offset": offset,
                 "noise_type": kind,
                 "source_id": utterance.source_id,
             }
@@ -524,7 +525,7 @@ class NoisySpeechDataModule(L.LightningDataModule):
         mix_on_device: bool = False,
         noise_bank: bool | None = None,
         noise_bank_clips: int = 24,
-        noise_bank_clip_seconds: float = 4.0,
+        noise_bank_clip_seconds: float = 3.0,
     ) -> None:
         super().__init__()
         if not isinstance(speech, SpeechSource):
@@ -601,7 +602,7 @@ class NoisySpeechDataModule(L.LightningDataModule):
         splits = [s for s in self._splits_for(stage) if s not in self.datasets]
         if not splits:
             return
-        self.noise.setup()
+        self.noise.setup(report_bad=self.bad_files.report)
         utterances = {split: self.speech.utterances(split) for split in splits}
         if self.store is None:
             cache = self.cache_audio
@@ -712,24 +713,39 @@ class NoisySpeechDataModule(L.LightningDataModule):
         noise from the bank (or take the recordings' crops), then :meth:`Mixer.mix_batch`."""
         if self.bank is None or "train" not in self.datasets:
             raise RuntimeError("mix_batch needs data.mix_on_device=true and setup('fit')")
-        rows = batch["noise_row"]
+        clean = batch["clean"]
+        device = clean.device
+
+        def column(key: str, dtype: torch.dtype) -> torch.Tensor:
+            return torch.as_tensor(batch[key], dtype=dtype, device=device)
+
+        rows, epochs = column("noise_row", torch.int64), column("epoch", torch.int64)
+        lengths = column("length", torch.int64)
         noise = self.bank.gather(
-            "train", batch["epoch"], rows, batch["noise_offset"], self.datasets["train"].bank_speech
+            "train",
+            epochs,
+            rows,
+            column("noise_offset", torch.int64),
+            self.datasets["train"].bank_speech,
         )
         if "noise" in batch:
             noise = torch.where((rows < 0)[:, None], batch["noise"].to(noise.dtype), noise)
         mixed = self.mixer.mix_batch(
-            batch["clean"], batch["length"], noise, batch["snr_db"], batch["gain_db"]
+            clean,
+            lengths,
+            noise,
+            column("snr_db", torch.float32),
+            column("gain_db", torch.float32),
         )
         kinds = list(batch["noise_type"])
-        for i, (epoch, row) in enumerate(zip(batch["epoch"].tolist(), rows.tolist(), strict=True)):
+        for i, (epoch, row) in enumerate(zip(epochs.tolist(), rows.tolist(), strict=True)):
             if row >= 0:  # the type the bank row really holds (babble may fall back to pink)
                 kinds[i] = self.bank.get("train", epoch)[1][row]
         self.bad_files.count_mixtures(len(kinds), int(mixed["rescaled"].sum()))
         return {
             "noisy": mixed["noisy"],
             "clean": mixed["clean"],
-            "length": batch["length"],
+            "length": lengths,
             "snr_db": mixed["snr_db"],
             "noise_type": kinds,
             "source_id": batch["source_id"],

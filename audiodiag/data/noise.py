@@ -19,17 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiodiag.audio import (
-    AudioDecodeError,
-    audio_info,
-    read_audio,
-    resample,
-    scan_audio,
-    to_mono,
-)
 from audiodiag.data.noise_families import FAMILIES
+from audiodiag.data.noise_folder import ROOT_CATEGORY, NoiseFolder, _fit_length
 from audiodiag.data.rooms import apply_room, room_impulse_response
-from audiodiag.data.speech import SPLITS, assign_splits
 
 __all__ = ["NOISE_TYPES", "NoiseSource"]
 
@@ -74,17 +66,6 @@ def _random_spectrum(num_bins: int, rng: np.random.Generator) -> np.ndarray:
     return parts[0] + 1j * parts[1]
 
 
-def _fit_length(x: np.ndarray, num_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Random crop when longer, tiling from a random offset when shorter."""
-    if x.shape[0] >= num_samples:
-        start = int(rng.integers(0, x.shape[0] - num_samples + 1))
-        return x[start : start + num_samples]
-    reps = math.ceil(num_samples / x.shape[0]) + 1
-    tiled = np.tile(x, reps)
-    start = int(rng.integers(0, x.shape[0]))
-    return tiled[start : start + num_samples]
-
-
 class NoiseSource:
     """Draws noise of configured types with configured weights.
 
@@ -98,9 +79,15 @@ class NoiseSource:
             (coloured noise whose spectral shape moves), ``instruments`` (harmonic voices
             playing notes), ``mixture`` (2-3 of the other positive-weight types summed),
             ``folder`` (recordings under ``folder``). Zero weights are off.
-        folder: directory of noise recordings (wav/flac/ogg, recursive), used by ``folder``.
-        split_folder: give train/valid/test disjoint recordings (hash of the file path) when
-            the folder holds at least three files.
+        folder: directory of noise recordings (wav/flac/ogg, recursive), used by ``folder``;
+            see :class:`~audiodiag.data.noise_folder.NoiseFolder` (MUSAN, DNS, WHAM!, DEMAND).
+        split_folder: give train/valid/test disjoint recordings when the folder holds at least
+            three files (False: every split uses every file).
+        categories: folder category (first-level subfolder, ``.`` for top-level files) ->
+            weight; unlisted categories weigh 1, 0 leaves one out.
+        category_globs: category -> glob(s) on the relative path, instead of subfolders.
+        split_by: ``auto``, ``file``, ``folder`` or ``subfolders`` (see ``NoiseFolder``).
+        manifest: where the folder's manifest lives: ``auto`` or a file path.
         hum_frequencies: mains fundamentals to choose from (Hz).
         hum_harmonics: highest harmonic number of the hum.
         babble_talkers: inclusive range of talkers summed into babble.
@@ -126,6 +113,10 @@ class NoiseSource:
         mixture_types: Sequence[int] = (2, 3),
         room_probability: float = 0.0,
         room_rt60_range: Sequence[float] = (0.15, 0.8),
+        categories: Mapping[str, float] | None = None,
+        category_globs: Mapping[str, str | Sequence[str]] | None = None,
+        split_by: str = "auto",
+        manifest: str | os.PathLike = "auto",
     ) -> None:
         if weights is None:
             weights = {t: 1.0 for t in NOISE_TYPES if t != "folder"}
@@ -152,6 +143,18 @@ class NoiseSource:
         self.probabilities = np.array([active[t] / total for t in self.types])
         self.folder = Path(folder).expanduser() if folder not in (None, "", "???") else None
         self.split_folder = bool(split_folder)
+        self.recordings = (
+            NoiseFolder(
+                self.folder,
+                categories=categories,
+                category_globs=category_globs,
+                split_by=split_by,
+                split=self.split_folder,
+                manifest=manifest,
+            )
+            if self.folder is not None
+            else None
+        )
         self.hum_frequencies = tuple(float(f) for f in hum_frequencies)
         self.hum_harmonics = int(hum_harmonics)
         self.babble_talkers = (int(babble_talkers[0]), int(babble_talkers[1]))
@@ -175,9 +178,6 @@ class NoiseSource:
             raise ValueError(
                 f"noise.room_rt60_range={list(room_rt60_range)} must be [low>0, high>=low] seconds"
             )
-        self._folder_files: dict[str, list[str]] | None = None
-        self._info: dict[str, tuple[int, int]] = {}
-        self._bad: set[str] = set()
 
     def __repr__(self) -> str:
         weights = dict(zip(self.types, np.round(self.probabilities, 3).tolist(), strict=True))
@@ -185,32 +185,17 @@ class NoiseSource:
         return f"NoiseSource(probabilities={weights}{folder})"
 
     # -- folder of recordings ---------------------------------------------------------------
-    def setup(self) -> None:
-        """List the noise folder (when used); raises naming the folder when it holds no audio."""
-        if "folder" not in self.types or self._folder_files is not None:
-            return
-        assert self.folder is not None
-        if not self.folder.is_dir():
-            raise FileNotFoundError(
-                f"noise folder '{self.folder}' does not exist; set noise.folder=PATH"
-            )
-        files = [str(p) for p in scan_audio(self.folder)]
-        if not files:
-            raise ValueError(
-                f"noise folder '{self.folder}' holds no audio files (looked for *.wav, *.flac, "
-                "*.ogg recursively)"
-            )
-        if self.split_folder and len(files) >= 3:
-            rel = {f: Path(f).relative_to(self.folder).as_posix() for f in files}
-            mapping = assign_splits(rel.values())
-            self._folder_files = {s: [f for f in files if mapping[rel[f]] == s] for s in SPLITS}
-        else:
-            self._folder_files = {s: list(files) for s in SPLITS}
+    def setup(self, report_bad: ReportBad | None = None) -> None:
+        """List the noise folder (when used): scan, manifest, splits, category checks;
+        unreadable recordings go to ``report_bad``."""
+        if "folder" in self.types and self.recordings is not None:
+            self.recordings.setup(report_bad)
 
     def folder_files(self, split: str) -> list[str]:
         """Recordings used for ``split`` (empty when the ``folder`` type is off)."""
-        self.setup()
-        return list((self._folder_files or {}).get(split, []))
+        if "folder" not in self.types or self.recordings is None:
+            return []
+        return [f.path for f in self.recordings.files(split)]
 
     def _folder_noise(
         self,
@@ -219,33 +204,13 @@ class NoiseSource:
         rng: np.random.Generator,
         split: str,
         report_bad: ReportBad | None,
-    ) -> np.ndarray | None:
-        files = [f for f in self.folder_files(split) if f not in self._bad]
-        if not files:
+    ) -> tuple[np.ndarray, str] | None:
+        assert self.recordings is not None
+        drawn = self.recordings.draw(num_samples, sample_rate, rng, split, report_bad)
+        if drawn is None:
             return None
-        start_index = int(rng.integers(len(files)))
-        for attempt in range(len(files)):
-            path = files[(start_index + attempt) % len(files)]
-            try:
-                if path not in self._info:
-                    frames, file_rate, _ = audio_info(path)
-                    if frames <= 0:
-                        raise AudioDecodeError(path, "file holds no samples")
-                    self._info[path] = (frames, file_rate)
-                frames, file_rate = self._info[path]
-                # Read only the crop we need (plus a little for the resampler's edges).
-                need = math.ceil(num_samples * file_rate / sample_rate) + 64
-                offset = int(rng.integers(0, frames - need + 1)) if frames > need else 0
-                waveform, _ = read_audio(path, frame_offset=offset, num_frames=min(need, frames))
-            except AudioDecodeError as error:
-                if report_bad is None:
-                    raise
-                report_bad(path, error)
-                self._bad.add(path)
-                continue
-            mono = resample(to_mono(waveform), file_rate, sample_rate).numpy()
-            return _fit_length(mono, num_samples, rng)
-        return None
+        noise, category = drawn
+        return noise, "folder" if category == ROOT_CATEGORY else f"folder/{category}"
 
     # -- synthetic generators ---------------------------------------------------------------
     @staticmethod
@@ -277,14 +242,22 @@ class NoiseSource:
 
     def _hum(self, num_samples: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
         f0 = float(rng.choice(self.hum_frequencies)) * (1.0 + rng.uniform(-0.005, 0.005))
-        t = np.arange(num_samples, dtype=np.float64) / sample_rate
-        out = np.zeros(num_samples, dtype=np.float64)
         rolloff = rng.uniform(0.5, 1.5)
+        coefficients = []
         for k in range(1, self.hum_harmonics + 1):
             if k * f0 >= 0.49 * sample_rate:
                 break
             amplitude = rng.uniform(0.3, 1.0) / k**rolloff
-            out += amplitude * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi))
+            coefficients.append(amplitude * np.exp(1j * rng.uniform(0, 2 * np.pi)))
+        # sum_k c_k z^k with z = exp(i 2 pi f0 t), by Horner's rule: one sin/cos pair in all.
+        phase = np.mod(2 * np.pi * f0 / sample_rate * np.arange(num_samples), 2 * np.pi)
+        phase = phase.astype(np.float32)
+        z = np.empty(num_samples, dtype=np.complex64)
+        z.real, z.imag = np.cos(phase), np.sin(phase)
+        acc = np.full(num_samples, coefficients[-1], dtype=np.complex64)
+        for c in reversed(coefficients[:-1]):
+            acc = acc * z + np.complex64(c)
+        out = (acc * z).imag
         hum = _unit_rms(out)
         # A faint broadband floor, as in real recordings, so the hum is not a pure line spectrum.
         return hum + 0.03 * rng.standard_normal(num_samples, dtype=np.float32)
@@ -346,13 +319,14 @@ class NoiseSource:
         """Make ``num_samples`` of noise of type ``kind`` at unit RMS.
 
         Returns ``(noise float32 (num_samples,), type actually made)``: babble without other
-        utterances, or a folder without readable files, falls back to pink noise. With
+        utterances, or a folder without readable files, falls back to pink noise; a recording
+        is labelled ``folder/<category>`` (``folder`` for files at the top of the folder). With
         ``room_probability`` > 0, anything but a recording may pass through a random room (the
         type label stays the same).
         """
         out, made = self._make(kind, num_samples, sample_rate, rng, split, draw_speech, report_bad)
         # Recordings carry their own room; the draw is skipped at 0 so old seeds keep their noise.
-        wet = made != "folder" and self.room_probability > 0.0
+        wet = not made.startswith("folder") and self.room_probability > 0.0
         if wet and rng.random() < self.room_probability:
             ir = room_impulse_response(sample_rate, rng, self.room_rt60_range)
             out = apply_room(_unit_rms(out), ir)
@@ -389,7 +363,8 @@ class NoiseSource:
         elif kind == "mixture":
             out = self._mixture(num_samples, sample_rate, rng, split, draw_speech, report_bad)
         elif kind == "folder":
-            out = self._folder_noise(num_samples, sample_rate, rng, split, report_bad)
+            drawn = self._folder_noise(num_samples, sample_rate, rng, split, report_bad)
+            out, kind = drawn if drawn is not None else (None, kind)
         else:
             raise ValueError(f"unknown noise type '{kind}'; accepted: {list(NOISE_TYPES)}")
         if out is None:
