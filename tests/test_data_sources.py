@@ -313,3 +313,17 @@ def test_assign_splits_deterministic_and_stable():
     assert all(bigger[k] == v for k, v in mapping.items())
     with pytest.raises(ValueError, match="split_fractions"):
         assign_splits(few, (0.5, 0.5))
+
+
+def test_copied_torchaudio_constants_match_torchaudio():
+    """speech.py copies torchaudio's private subset names and checksums; they must agree."""
+    from audiodiag.data import speech
+
+    librispeech = pytest.importorskip("torchaudio.datasets.librispeech")
+    commands = pytest.importorskip("torchaudio.datasets.speechcommands")
+    vctk = pytest.importorskip("torchaudio.datasets.vctk")
+    if not all(hasattr(m, "_CHECKSUMS") for m in (librispeech, commands, vctk)):
+        pytest.skip("this torchaudio no longer has the private constants")
+    assert list(speech.LIBRISPEECH_SUBSETS) == list(librispeech._DATA_SUBSETS)
+    theirs = {**librispeech._CHECKSUMS, **commands._CHECKSUMS, **vctk._CHECKSUMS}
+    assert speech.CHECKSUMS == theirs

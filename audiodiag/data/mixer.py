@@ -181,10 +181,14 @@ class Mixer:
                 f"clean {tuple(clean.shape)} and noise {tuple(noise.shape)} must be (B, T)"
             )
         valid = lengths.clamp(min=1).to(torch.float64)
-        mask = torch.arange(clean.shape[-1], device=clean.device)[None, :] < valid[:, None]
-        clean64, noise64 = clean.double(), noise.double()
-        clean_power = (clean64.square() * mask).sum(-1) / valid
-        noise_power = (noise64.square() * mask).sum(-1) / valid
+        # Squares in float32, sums in float64; only short (padded) items need a mask.
+        if bool((lengths < clean.shape[-1]).any()):
+            mask = torch.arange(clean.shape[-1], device=clean.device)[None, :] < valid[:, None]
+            clean_in, noise_in = clean * mask, noise * mask
+        else:
+            clean_in, noise_in = clean, noise
+        clean_power = clean_in.square().sum(-1, dtype=torch.float64) / valid
+        noise_power = noise_in.square().sum(-1, dtype=torch.float64) / valid
         no_noise = noise_power <= _SILENT_POWER
         silent = ~no_noise & (clean_power <= _SILENT_POWER)
         safe_noise = noise_power.clamp(min=_SILENT_POWER)

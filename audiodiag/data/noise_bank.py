@@ -49,7 +49,7 @@ class NoiseBank:
         sample_rate: int,
         segment_samples: int,
         clips: int = 24,
-        clip_seconds: float = 4.0,
+        clip_seconds: float = 3.0,
         seed: int = 0,
     ) -> None:
         if clips < 1:

@@ -41,6 +41,34 @@ SPLITS: tuple[str, ...] = ("train", "valid", "test")
 LIBRISPEECH_BASE_URL = "http://www.openslr.org/resources/12/"
 SPEECHCOMMANDS_BASE_URL = "http://download.tensorflow.org/data/"
 VCTK_URL = "https://datashare.is.ed.ac.uk/bitstream/handle/10283/3443/VCTK-Corpus-0.92.zip"
+# Subset names and archive SHA-256 sums, copied from torchaudio 2.11
+# (torchaudio/datasets/librispeech.py, speechcommands.py and vctk.py: `_DATA_SUBSETS`,
+# `_CHECKSUMS`), whose private names may change in any release.
+LIBRISPEECH_SUBSETS: tuple[str, ...] = (
+    "dev-clean", "dev-other", "test-clean", "test-other",
+    "train-clean-100", "train-clean-360", "train-other-500",
+)  # fmt: skip
+CHECKSUMS: dict[str, str] = {
+    LIBRISPEECH_BASE_URL + "dev-clean.tar.gz":
+        "76f87d090650617fca0cac8f88b9416e0ebf80350acb97b343a85fa903728ab3",
+    LIBRISPEECH_BASE_URL + "dev-other.tar.gz":
+        "12661c48e8c3fe1de2c1caa4c3e135193bfb1811584f11f569dd12645aa84365",
+    LIBRISPEECH_BASE_URL + "test-clean.tar.gz":
+        "39fde525e59672dc6d1551919b1478f724438a95aa55f874b576be21967e6c23",
+    LIBRISPEECH_BASE_URL + "test-other.tar.gz":
+        "d09c181bba5cf717b3dee7d4d592af11a3ee3a09e08ae025c5506f6ebe961c29",
+    LIBRISPEECH_BASE_URL + "train-clean-100.tar.gz":
+        "d4ddd1d5a6ab303066f14971d768ee43278a5f2a0aa43dc716b0e64ecbbbf6e2",
+    LIBRISPEECH_BASE_URL + "train-clean-360.tar.gz":
+        "146a56496217e96c14334a160df97fffedd6e0a04e66b9c5af0d40be3c792ecf",
+    LIBRISPEECH_BASE_URL + "train-other-500.tar.gz":
+        "ddb22f27f96ec163645d53215559df6aa36515f26e01dd70798188350adcb6d2",
+    SPEECHCOMMANDS_BASE_URL + "speech_commands_v0.01.tar.gz":
+        "743935421bb51cccdb6bdd152e04c5c70274e935c82119ad7faeec31780d811d",
+    SPEECHCOMMANDS_BASE_URL + "speech_commands_v0.02.tar.gz":
+        "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",
+    VCTK_URL: "f96258be9fdc2cbff6559541aae7ea4f59df3fcaf5cf963aae5ca647357e359c",
+}  # fmt: skip
 DEFAULT_LIBRISPEECH_SUBSETS: dict[str, list[str]] = {
     "train": ["train-clean-100"],
     "valid": ["dev-clean"],
@@ -231,8 +259,6 @@ class LibriSpeech(SpeechSource):
         super().__init__(
             DATA_DIR / "librispeech" if root is None else root, download, split_fractions
         )
-        from torchaudio.datasets.librispeech import _DATA_SUBSETS
-
         self.folder_in_archive = folder_in_archive
         self.subsets_by_split: dict[str, list[str]] | None
         if subsets is None:
@@ -252,9 +278,9 @@ class LibriSpeech(SpeechSource):
             self.subsets_by_split = None
             names = [str(s) for s in subsets]
         for subset in names:
-            if subset not in _DATA_SUBSETS:
+            if subset not in LIBRISPEECH_SUBSETS:
                 raise ValueError(
-                    f"unknown LibriSpeech subset '{subset}'; accepted: {_DATA_SUBSETS}"
+                    f"unknown LibriSpeech subset '{subset}'; accepted: {list(LIBRISPEECH_SUBSETS)}"
                 )
         self.subsets = list(dict.fromkeys(names))
 
@@ -266,14 +292,12 @@ class LibriSpeech(SpeechSource):
         return all(self._subset_dir(s).is_dir() for s in self.subsets)
 
     def _download(self) -> None:
-        from torchaudio.datasets.librispeech import _CHECKSUMS
-
         assert self.root is not None
         for subset in self.subsets:
             if self._subset_dir(subset).is_dir():
                 continue
             url = f"{LIBRISPEECH_BASE_URL}{subset}.tar.gz"
-            download_and_extract(url, self.root, checksum=_CHECKSUMS.get(url))
+            download_and_extract(url, self.root, checksum=CHECKSUMS.get(url))
 
     def _list_subset(self, subset: str) -> list[Utterance]:
         from torchaudio.datasets import LIBRISPEECH
@@ -347,12 +371,10 @@ class SpeechCommands(SpeechSource):
         return self.data_dir.is_dir()
 
     def _download(self) -> None:
-        from torchaudio.datasets.speechcommands import _CHECKSUMS
-
         assert self.root is not None
         url = f"{SPEECHCOMMANDS_BASE_URL}{self.url}.tar.gz"
         # Same layout as torchaudio: archive in root, contents in root/SpeechCommands/<version>.
-        download_and_extract(url, self.root, self.data_dir, checksum=_CHECKSUMS.get(url))
+        download_and_extract(url, self.root, self.data_dir, checksum=CHECKSUMS.get(url))
 
     def _build_index(self) -> dict[str, list[Utterance]]:
         from torchaudio.datasets import SPEECHCOMMANDS
@@ -424,12 +446,8 @@ class VCTK(SpeechSource):
         return (self.corpus_dir / "wav48_silence_trimmed").is_dir()
 
     def _download(self) -> None:
-        from torchaudio.datasets.vctk import _CHECKSUMS
-
         assert self.root is not None
-        download_and_extract(
-            VCTK_URL, self.root, self.corpus_dir, checksum=_CHECKSUMS.get(VCTK_URL)
-        )
+        download_and_extract(VCTK_URL, self.root, self.corpus_dir, checksum=CHECKSUMS.get(VCTK_URL))
 
     def _build_index(self) -> dict[str, list[Utterance]]:
         audio_dir = self.corpus_dir / "wav48_silence_trimmed"
