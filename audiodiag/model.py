@@ -5,6 +5,8 @@ from that bin's own recent history, using only diagonal (per-frequency-bin) laye
 
     waveform ─STFT─> X (B, F, N) ─> per-bin features (B, N, 2, F)
         ─> depth x [ h_j <- act( sum_{i<C_in, k<context} D_{j,i,k}(h_i[t - k]) ) (+ h_j) ]
+        ─> (memory="recurrent") h_j <- h_j + act( sum_m C_jm(s_m) ),
+               s_m[t] = a_m s_m[t-1] + (1 - a_m) sum_i B_mi(h_i[t])   (per bin, learned a_m)
         ─> z = sum_j D_j(h_j) ─> gain = floor + (1 - floor) * sigmoid(z)   (B, F, N)
         ─> gain * X ─iSTFT─> enhanced waveform (same length as the input)
 
@@ -12,6 +14,10 @@ Every ``D`` is one diagonal layer from :mod:`audiodiag.layers` acting on the fre
 the gain of bin ``f`` depends on bin ``f`` only (neighbours too when ``bandwidth > 0``). The
 ``channels`` hidden signals per bin are separate tensors combined by sums of diagonal layers, i.e.
 a per-bin temporal convolution with untied weights across bins, never a dense layer over bins.
+Two measured options widen that: ``rank > 0`` adds a low-rank ``U V^T`` to diagonal layers (all
+bins share ``rank`` directions), and ``memory="recurrent"`` adds a diagonal linear recurrence
+(:mod:`audiodiag.recurrence`) with time constants from tens of ms to seconds, trained in parallel
+over time and streamed with its state. The recurrence is causal in both modes.
 
 In causal mode (the default) everything is causal and frame-recursive: analysis frames end at
 the current hop, features use running statistics, and the temporal context looks back only.
@@ -29,30 +35,22 @@ import torch
 from torch import Tensor, nn
 
 from audiodiag.features import PerBinFeatures, SpectralGainEnhancer, StftFrontEnd
-from audiodiag.layers import IMPLEMENTATIONS, count_parameters, make_diagonal
+from audiodiag.layers import (
+    IMPLEMENTATIONS,
+    DiagonalLinear,
+    count_parameters,
+    make_diagonal,
+    set_diagonal,
+)
+from audiodiag.recurrence import RecurrentBlock
 
-__all__ = ["GainNet", "ACTIVATIONS"]
+__all__ = ["GainNet", "ACTIVATIONS", "MEMORIES", "RANK_SCOPES"]
 
 ACTIVATIONS = {"tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "relu": nn.ReLU}
-
-
-def _set_diagonal(layer: nn.Module, weight: Tensor, bias: Tensor) -> None:
-    """Load a main-diagonal weight vector and a bias into any layer of the family.
-
-    Goes through the shared state_dict layout (``weight`` (F,) or bands (2k+1, F) with the main
-    diagonal in the middle row; ``bias`` (F,)), so it works for every implementation.
-    """
-    state = layer.state_dict()
-    current = state["weight"]
-    if current.dim() == 1:
-        new_weight = weight.to(current)
-    else:
-        new_weight = torch.zeros_like(current)
-        new_weight[current.shape[0] // 2] = weight.to(current)
-    update = {"weight": new_weight}
-    if "bias" in state:
-        update["bias"] = bias.to(state["bias"])
-    layer.load_state_dict(update, strict=False)
+#: ``memory`` values: no recurrence, or one :class:`audiodiag.recurrence.RecurrentBlock`.
+MEMORIES = ("none", "recurrent")
+#: ``rank_scope`` values: which diagonal layers get the low-rank part.
+RANK_SCOPES = ("sum", "all")
 
 
 def _fold_biases(state_dict: dict, prefix: str, groups: list[list[int]]) -> None:
@@ -162,6 +160,17 @@ class GainNet(SpectralGainEnhancer):
             see :class:`audiodiag.features.PerBinFeatures`.
         initial_gain: gain of the untrained net (in (floor, 1)); near 1 passes audio through.
         seed: seed of the weight initialisation (None: the global RNG).
+        rank: low-rank part ``U V^T`` of rank ``rank`` on diagonal layers (0: none; see
+            :mod:`audiodiag.layers`). It starts at zero, so the untrained net is unchanged.
+        rank_scope: ``sum``: on the first layer of every sum (one per block output, memory map
+            output and the head: cheap); ``all``: on every diagonal layer.
+        memory: ``none``, or ``recurrent``: a residual diagonal recurrence after the blocks
+            (:class:`audiodiag.recurrence.RecurrentBlock`); its output map starts at zero, so the
+            untrained net is the same function as without it. Streams with its state.
+        memory_channels: recurrent states per bin and frame.
+        memory_min_s, memory_max_s: initial time constants of the states in seconds,
+            log-uniform from the shortest to the longest (learned per bin afterwards).
+        memory_gate: gate the recurrence's input by a sigmoid of the hidden signals.
     """
 
     # Python-only conveniences that TorchScript should not try to compile.
@@ -187,6 +196,13 @@ class GainNet(SpectralGainEnhancer):
         smoothing_frames: int = 4,
         initial_gain: float = 0.8,
         seed: int | None = 0,
+        rank: int = 0,
+        rank_scope: str = "sum",
+        memory: str = "none",
+        memory_channels: int = 4,
+        memory_min_s: float = 0.02,
+        memory_max_s: float = 2.0,
+        memory_gate: bool = False,
     ) -> None:
         super().__init__()
         if layer not in IMPLEMENTATIONS:
@@ -202,6 +218,19 @@ class GainNet(SpectralGainEnhancer):
             raise ValueError(f"activation={activation!r} is not one of {sorted(ACTIVATIONS)}")
         if bandwidth < 0:
             raise ValueError(f"bandwidth={bandwidth} must be >= 0")
+        if not isinstance(rank, int) or rank < 0:
+            raise ValueError(f"rank={rank!r} must be an integer >= 0")
+        if rank_scope not in RANK_SCOPES:
+            raise ValueError(f"rank_scope={rank_scope!r} is not one of {', '.join(RANK_SCOPES)}")
+        if memory not in MEMORIES:
+            raise ValueError(f"memory={memory!r} is not one of {', '.join(MEMORIES)}")
+        if not isinstance(memory_channels, int) or memory_channels < 1:
+            raise ValueError(f"memory_channels={memory_channels!r} must be an integer >= 1")
+        if not 0 < memory_min_s <= memory_max_s:
+            raise ValueError(
+                f"memory time constants need 0 < memory_min_s <= memory_max_s, got "
+                f"{memory_min_s} and {memory_max_s}"
+            )
         gain_floor = 10.0 ** (gain_floor_db / 20.0)
         if not gain_floor < initial_gain < 1.0:
             raise ValueError(f"initial_gain={initial_gain} must lie in ({gain_floor:.4f}, 1)")
@@ -217,6 +246,10 @@ class GainNet(SpectralGainEnhancer):
         self.gain_floor_db = float(gain_floor_db)
         self.gain_floor = gain_floor
         self.bandwidth = bandwidth
+        self.rank = rank
+        self.rank_scope = rank_scope
+        self.memory = memory
+        self.memory_channels = memory_channels
 
         self.stft = StftFrontEnd(n_fft, hop_length, window)
         self.num_bins = self.stft.num_bins
@@ -234,12 +267,31 @@ class GainNet(SpectralGainEnhancer):
         self.right_context = context - 1 - self.left_context
 
         def diagonal(bias: bool) -> nn.Module:
-            return make_diagonal(layer, self.num_bins, bias=bias, bandwidth=bandwidth)
+            # The first layer of each sum is the one with the bias.
+            layer_rank = rank if rank_scope == "all" or bias else 0
+            return make_diagonal(
+                layer, self.num_bins, bias=bias, bandwidth=bandwidth, rank=layer_rank
+            )
 
         in_channels = [PerBinFeatures.num_features] + [channels] * (depth - 1)
         self.blocks = nn.ModuleList(
             DiagonalBlock(diagonal, c_in, channels, context, self.activation, residual)
             for c_in in in_channels
+        )
+        # A list of zero or one block: TorchScript iterates it, and has no optional submodule.
+        self.memory_blocks = nn.ModuleList(
+            RecurrentBlock(
+                diagonal,
+                channels,
+                memory_channels,
+                self.num_bins,
+                frame_rate=sample_rate / hop_length,
+                min_s=memory_min_s,
+                max_s=memory_max_s,
+                gate=memory_gate,
+                activation=self.activation,
+            )
+            for _ in range(1 if memory == "recurrent" else 0)
         )
         self.head = nn.ModuleList(diagonal(j == 0) for j in range(channels))
         self.in_channels = in_channels
@@ -261,23 +313,35 @@ class GainNet(SpectralGainEnhancer):
                 bound = 1.0 / math.sqrt(block.in_channels * self.context)
                 for layer in block.layers:
                     weight = (torch.rand(bins, generator=generator) * 2 - 1) * bound
-                    _set_diagonal(layer, weight, torch.zeros(bins))
+                    set_diagonal(layer, weight, torch.zeros(bins))
             # Start near `initial_gain` everywhere: small head weights, bias at the logit.
             target = (initial_gain - self.gain_floor) / (1.0 - self.gain_floor)
             logit = math.log(target / (1.0 - target))
             for layer in self.head:
                 weight = (torch.rand(bins, generator=generator) * 2 - 1) * 0.1
-                _set_diagonal(layer, weight, torch.full((bins,), logit))
+                set_diagonal(layer, weight, torch.full((bins,), logit))
+            # New parts draw last, so the parts above start the same with or without them.
+            for memory in self.memory_blocks:
+                memory.reset_parameters(generator)
+            for module in self.modules():
+                if isinstance(module, DiagonalLinear) and module.lowrank_v is not None:
+                    scale = 1.0 / math.sqrt(bins)
+                    module.lowrank_v.copy_(
+                        torch.randn(module.lowrank_v.shape, generator=generator) * scale
+                    )
 
     # ------------------------------------------------------------------ core recursion
     def initial_state(self, batch: int, like: Tensor) -> list[Tensor]:
         """State before the first frame for :meth:`gains_chunk` (causal mode only).
 
-        Feature state followed by one (B, context - 1, C_in, F) history per block.
+        Feature state, one (B, context - 1, C_in, F) history per block, then the recurrent
+        memory (B, memory_channels, F) when ``memory="recurrent"``.
         """
         state = self.features.initial_state(batch, self.num_bins, like)
         for c_in in self.in_channels:
             state.append(like.new_zeros(batch, self.context - 1, c_in, self.num_bins))
+        for memory in self.memory_blocks:
+            state.append(memory.initial_state(batch, like))
         return state
 
     def _head(self, h: list[Tensor]) -> Tensor:
@@ -308,6 +372,9 @@ class GainNet(SpectralGainEnhancer):
             tail = padded[0].shape[1] - history
             new_state.append(torch.stack([p[:, tail:] for p in padded], dim=2))
             h = block(padded, history)
+        for index, memory in enumerate(self.memory_blocks):
+            h, memory_state = memory.chunk(h, state[size + len(self.blocks) + index])
+            new_state.append(memory_state)
         return self._head(h), new_state
 
     def gains_from_features(self, features: Tensor) -> Tensor:
@@ -318,6 +385,8 @@ class GainNet(SpectralGainEnhancer):
         for block in self.blocks:
             padded = [torch.nn.functional.pad(x, pad) if self.context > 1 else x for x in h]
             h = block(padded, self.left_context)
+        for memory in self.memory_blocks:
+            h = memory(h)
         return self._head(h)
 
     def gains_from_spec(self, spec: Tensor) -> Tensor:
@@ -333,7 +402,7 @@ class GainNet(SpectralGainEnhancer):
     @property
     def num_diagonal_layers(self) -> int:
         """Diagonal layers in the network (each costs about one multiply-add per bin and band)."""
-        return sum(len(block.layers) for block in self._diagonal_blocks()) + len(self.head)
+        return sum(1 for module in self.modules() if isinstance(module, DiagonalLinear))
 
     def _diagonal_blocks(self) -> list[DiagonalBlock]:
         return [block for block in self.blocks if isinstance(block, DiagonalBlock)]
@@ -349,15 +418,21 @@ class GainNet(SpectralGainEnhancer):
         ``transforms``: analysis window + real FFT, inverse real FFT + window, overlap-add,
         counting a length-n real FFT as n*log2(n) multiply-adds. ``features``: about 12 per bin
         and frame (power, log, two running means, floor track). ``network``: one per bin and band
-        for every diagonal layer, plus the accumulation, activation-free count. ``gain``: 2 per
-        bin (a real gain times a complex value).
+        for every diagonal layer, plus the accumulation, activation-free count, ``2 * rank`` per
+        bin for a low-rank part, and 3 per bin and memory state for the recurrence in its
+        streaming form (training's parallel scan does ``log2(frames)`` times that). ``gain``: 2
+        per bin (a real gain times a complex value).
         """
         n = self.n_fft
         bins = self.num_bins
         fft = n * math.log2(n)
         transforms = 2 * fft + 2 * n + n
         features = 12.0 * bins
-        network = float(self.num_diagonal_layers * bins * (2 * self.bandwidth + 1))
+        network = 0.0
+        for module in self.modules():
+            if isinstance(module, DiagonalLinear):
+                network += module.features * (2 * module.bandwidth + 1 + 2 * module.rank)
+        network += 3.0 * bins * len(self.memory_blocks) * self.memory_channels
         gain = 2.0 * bins + 3.0 * bins  # gain application + sigmoid/floor affine
         rate = self.frame_rate
         result = {
@@ -378,4 +453,6 @@ class GainNet(SpectralGainEnhancer):
             f"layer={self.layer!r}, sample_rate={self.sample_rate}, depth={self.depth}, "
             f"context={self.context}, channels={self.channels}, causal={self.causal}, "
             f"gain_floor_db={self.gain_floor_db}, bandwidth={self.bandwidth}"
+            + (f", rank={self.rank}, rank_scope={self.rank_scope!r}" if self.rank else "")
+            + (f", memory={self.memory!r}" if self.memory != "none" else "")
         )
