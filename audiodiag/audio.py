@@ -4,6 +4,10 @@ Decoding goes through soundfile (libsndfile), so wav/flac/ogg in any subtype (in
 int32, float) comes back as float32 in [-1, 1]. Resampling uses torchaudio's windowed-sinc
 kernel, cached per (source rate, target rate) pair because building it costs more than applying
 it to a short utterance.
+
+Also here, so that every layer above uses one of each: the folder scan (:func:`scan_audio`),
+block I/O with bounded memory (:class:`AudioBlockReader`, :class:`AudioBlockWriter`) and the
+exact block-wise resampler (:class:`StreamingResampler`).
 """
 
 from __future__ import annotations

@@ -10,12 +10,13 @@ files are read by :mod:`audiodiag.loading`, and nothing here imports Lightning o
     enhance_file(enhancer, "long.wav", "long_enhanced.wav")   # bounded memory, any rate/channels
 
 Long files: a causal model runs through the streaming recursion of :mod:`audiodiag.streaming`
-(the exported file's ``stream_*`` methods or an eager :class:`StreamCore`; output equal to whole-file
-processing: its features keep running statistics of unbounded memory, so overlapping chunks
-could not be exact); other models (non-causal GainNet, Wiener) run on windows of
-``window_seconds`` with ``context_seconds`` of real audio on each side, whose centre is kept.
-Resampling to and from the model's rate is streamed too, and is exact (see
-:class:`audiodiag.audio.StreamingResampler`). Memory is bounded by the block and window sizes, not the file.
+(the exported file's ``stream_*`` methods or an eager :class:`StreamCore`); its output equals
+whole-file processing (its features keep running statistics of unbounded memory, so
+overlapping chunks could not be exact). Other models (non-causal GainNet, Wiener) run on
+windows of ``window_seconds`` with ``context_seconds`` of real audio on each side, whose centre
+is kept. Resampling to and from the model's rate is streamed too, and is exact (see
+:class:`audiodiag.audio.StreamingResampler`). Memory is bounded by the block and window sizes,
+not by the file.
 """
 
 from __future__ import annotations

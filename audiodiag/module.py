@@ -1,15 +1,16 @@
-"""The LightningModule that trains a waveform-to-waveform enhancer, and its test report.
+"""The LightningModule that trains a waveform-to-waveform enhancer.
 
 :class:`GainLearner` owns training concerns only: the loss (negative SI-SDR plus an optional
 spectral magnitude term), the optimiser and LR schedule, the validation/test metrics and a guard
 that stops the run on a non-finite loss. The network itself is a plain ``nn.Module`` built by
-:func:`audiodiag.nets.build_net` from plain keyword arguments, so a checkpoint's ``hyper_parameters["net"]`` is
-enough to rebuild it without Lightning or Hydra (``torch.load(..., weights_only=True)`` works
-because every hyperparameter is a plain Python type).
+:func:`audiodiag.nets.build_net` from plain keyword arguments, so a checkpoint's
+``hyper_parameters["net"]`` is enough to rebuild it without Lightning or Hydra
+(``torch.load(..., weights_only=True)`` works because every hyperparameter is a plain type).
 
 SI-SDR is :func:`audiodiag.losses.si_sdr` (zero-mean) everywhere: in the loss, the metrics and
-the per-clip test records (:func:`audiodiag.metrics.score_clip`, shared with evaluate). Clips whose clean reference is silent have no meaningful SI-SDR;
-they are left out of every mean (and counted) so that no logged mean is NaN.
+the per-clip test records (:func:`audiodiag.metrics.score_clip`, shared with evaluate; the
+tables are :mod:`audiodiag.metrics`' too). Clips whose clean reference is silent have no
+meaningful SI-SDR; they are left out of every mean (and counted) so no logged mean is NaN.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ class GainLearner(pl.LightningModule):
     """Trains ``net`` (waveform to waveform) to map noisy speech to clean speech.
 
     Args:
-        net: plain keyword arguments of the network, with ``kind`` in :data:`NET_KINDS`
-            (``{"kind": "gainnet", "layer": "sparse", "depth": 3, ...}``), see :func:`build_net`.
+        net: plain keyword arguments of the network, with ``kind`` in :data:`audiodiag.nets.NET_KINDS`
+            (``{"kind": "gainnet", "layer": "sparse", "depth": 3, ...}``), see
+            :func:`audiodiag.nets.build_net`.
         loss: weights ``{"si_sdr": w1, "spectral": w2}`` of negative SI-SDR (dB) and the
             multi-resolution spectral magnitude loss.
         optimizer: ``{"name": adamw|adam|sgd, "lr": ..., "weight_decay": ..., "betas": [..]}``.
