@@ -2,7 +2,8 @@
 
 SI-SDR is always computed on **zero-mean** signals (torchmetrics'
 ``scale_invariant_signal_distortion_ratio(..., zero_mean=True)``, Asteroid's convention); the
-loss, the validation metrics and the evaluate command all use this one definition.
+loss, the validation metrics and the evaluate command all use this one definition (through
+:mod:`audiodiag.metrics`; ``tests/test_metrics.py`` holds it equal to torchmetrics').
 """
 
 from __future__ import annotations
