@@ -32,6 +32,7 @@ __all__ = [
     "check_data_root",
     "data_dir",
     "demo_corpus_dir",
+    "is_read_only_data",
     "user_data_dir",
 ]
 
@@ -103,6 +104,24 @@ def _install_dirs() -> list[Path]:
     return sorted(dirs)
 
 
+def _enclosing_install_dir(path: Path) -> Path | None:
+    resolved = path.expanduser().resolve()
+    for install_dir in _install_dirs():
+        if resolved == install_dir or install_dir in resolved.parents:
+            return install_dir
+    return None
+
+
+def is_read_only_data(path: str | os.PathLike) -> bool:
+    """True for folders the package must never write into (caches and manifests go to the user
+    cache instead): the installed package, site-packages and the bundled demo corpus."""
+    resolved = Path(path).expanduser().resolve()
+    demo = CHECKOUT_DEMO_DIR.resolve()
+    return (
+        _enclosing_install_dir(resolved) is not None or resolved == demo or demo in resolved.parents
+    )
+
+
 def check_data_root(root: str | os.PathLike) -> Path:
     """Refuse a download folder inside the installed package or site-packages (returns it).
 
@@ -110,12 +129,12 @@ def check_data_root(root: str | os.PathLike) -> Path:
     and could break the environment.
     """
     resolved = Path(root).expanduser().resolve()
-    for forbidden in _install_dirs():
-        if resolved == forbidden or forbidden in resolved.parents:
-            raise UnsafeDataRootError(
-                f"dataset folder '{resolved}' is inside '{forbidden}' (the installed package or "
-                "site-packages); set AUDIODIAG_DATA or data.speech.root=PATH to a data folder"
-            )
+    forbidden = _enclosing_install_dir(resolved)
+    if forbidden is not None:
+        raise UnsafeDataRootError(
+            f"dataset folder '{resolved}' is inside '{forbidden}' (the installed package or "
+            "site-packages); set AUDIODIAG_DATA or data.speech.root=PATH to a data folder"
+        )
     return resolved
 
 

@@ -44,7 +44,11 @@ def test_empty_audiodiag_data_falls_back_to_the_user_folder(monkeypatch):
         # The XDG spec: a relative XDG_DATA_HOME is invalid and ignored.
         ({"XDG_DATA_HOME": "relative/data"}, "linux", "/home/someone/.local/share/audiodiag"),
         ({}, "darwin", "/home/someone/Library/Application Support/audiodiag"),
-        ({"LOCALAPPDATA": "C:/Users/s/AppData/Local"}, "win32", "C:/Users/s/AppData/Local/audiodiag"),
+        (
+            {"LOCALAPPDATA": "C:/Users/s/AppData/Local"},
+            "win32",
+            "C:/Users/s/AppData/Local/audiodiag",
+        ),
     ],
 )
 def test_per_user_data_folder_follows_the_platform(env, platform, expected):
@@ -95,3 +99,21 @@ def test_speech_download_stops_before_writing_into_site_packages(monkeypatch):
     with pytest.raises(UnsafeDataRootError, match="AUDIODIAG_DATA"):
         source.prepare()
     assert not target.exists()
+
+
+def test_bundled_corpus_and_installed_package_are_read_only_data(tmp_path):
+    assert paths.is_read_only_data(paths.CHECKOUT_DEMO_DIR)
+    assert paths.is_read_only_data(paths.CHECKOUT_DEMO_DIR / "spk01")
+    assert paths.is_read_only_data(paths.PACKAGE_DIR / "demo_corpus")
+    assert paths.is_read_only_data(Path(sysconfig.get_paths()["purelib"]) / "corpus")
+    assert not paths.is_read_only_data(tmp_path)
+    assert not paths.is_read_only_data(paths.REPO_ROOT / "data")  # beside demo/, not in it
+
+
+def test_the_demo_corpus_manifest_goes_to_the_user_cache(tmp_path, monkeypatch):
+    from audiodiag.data.manifest import manifest_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    location = manifest_path(paths.CHECKOUT_DEMO_DIR)
+    assert tmp_path / "cache" in location.parents
+    assert manifest_path(tmp_path) == tmp_path / ".audiodiag-manifest.json"

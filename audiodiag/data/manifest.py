@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audiodiag.audio import AudioDecodeError, audio_info
+from audiodiag.paths import is_read_only_data
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_NAME", "FileInfo", "load_manifest", "manifest_path"]
 
@@ -43,9 +44,10 @@ def _user_cache_dir() -> Path:
 
 
 def manifest_path(root: Path) -> Path:
-    """Where the manifest of ``root`` lives: beside the data when writable, else the cache."""
+    """Where the manifest of ``root`` lives: beside the data when writable, else the cache (also
+    for the bundled demo corpus and anything in site-packages: never written into)."""
     root = Path(root)
-    if os.access(root, os.W_OK):
+    if os.access(root, os.W_OK) and not is_read_only_data(root):
         return root / MANIFEST_NAME
     digest = hashlib.md5(str(root.resolve()).encode("utf-8")).hexdigest()[:16]
     return _user_cache_dir() / f"{root.name}-{digest}.json"
