@@ -502,7 +502,7 @@ def make_diagonal(
     )
 
 
-def set_diagonal(layer: DiagonalLinear, weight: Tensor, bias: Tensor | None = None) -> None:
+def set_diagonal(layer: nn.Module, weight: Tensor, bias: Tensor | None = None) -> None:
     """Load a main-diagonal weight ``(features,)`` (off-diagonals zero) and optionally a bias.
 
     Goes through the shared state_dict layout, so it works for every implementation; the

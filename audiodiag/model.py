@@ -322,7 +322,7 @@ class GainNet(SpectralGainEnhancer):
                 set_diagonal(layer, weight, torch.full((bins,), logit))
             # New parts draw last, so the parts above start the same with or without them.
             for memory in self.memory_blocks:
-                memory.reset_parameters(generator)
+                memory.reset_parameters(generator)  # type: ignore[operator]
             for module in self.modules():
                 if isinstance(module, DiagonalLinear) and module.lowrank_v is not None:
                     scale = 1.0 / math.sqrt(bins)
@@ -341,7 +341,7 @@ class GainNet(SpectralGainEnhancer):
         for c_in in self.in_channels:
             state.append(like.new_zeros(batch, self.context - 1, c_in, self.num_bins))
         for memory in self.memory_blocks:
-            state.append(memory.initial_state(batch, like))
+            state.append(memory.initial_state(batch, like))  # type: ignore[operator]
         return state
 
     def _head(self, h: list[Tensor]) -> Tensor:
@@ -373,7 +373,9 @@ class GainNet(SpectralGainEnhancer):
             new_state.append(torch.stack([p[:, tail:] for p in padded], dim=2))
             h = block(padded, history)
         for index, memory in enumerate(self.memory_blocks):
-            h, memory_state = memory.chunk(h, state[size + len(self.blocks) + index])
+            h, memory_state = memory.chunk(  # type: ignore[operator]
+                h, state[size + len(self.blocks) + index]
+            )
             new_state.append(memory_state)
         return self._head(h), new_state
 

@@ -143,3 +143,16 @@ def test_bad_options_are_refused_with_the_choices() -> None:
         GainNet(rank=-1)
     with pytest.raises(ValueError, match="memory_min_s <= memory_max_s"):
         GainNet(memory="recurrent", memory_min_s=2.0, memory_max_s=1.0)
+
+
+@pytest.mark.slow
+def test_grown_net_exports_to_onnx(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from audiodiag.export import export_onnx
+
+    net = _perturbed(GainNet(memory="recurrent", rank=2, **SMALL))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # the FFT form of the scan is what gets traced; checked against the eager net inside
+        info = export_onnx(net, tmp_path / "grown.onnx")
+    assert max(info["max_abs_diff"].values()) <= 1e-4

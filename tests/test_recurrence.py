@@ -51,10 +51,11 @@ def _block(name: str = "elementwise", features: int = 6, gate: bool = False, **k
 TAUS = [0.5, 3.0, 250.0, 1e5]
 
 
+@pytest.mark.parametrize("frames", [1, 16, 17, 57])  # around the 16-frame chunks
 @pytest.mark.parametrize("with_state", [False, True])
-def test_scan_equals_the_plain_loop(with_state: bool) -> None:
+def test_scan_equals_the_plain_loop(with_state: bool, frames: int) -> None:
     g = torch.Generator().manual_seed(0)
-    u = torch.randn(2, len(TAUS), 57, 5, generator=g, dtype=torch.float64)
+    u = torch.randn(2, len(TAUS), frames, 5, generator=g, dtype=torch.float64)
     log_a = _log_a(TAUS, 5)
     state = torch.randn(2, len(TAUS), 5, generator=g, dtype=torch.float64) if with_state else None
     got, last = decay_scan(u, log_a, state)
@@ -80,6 +81,14 @@ def test_export_and_script_paths_compute_the_same_scan() -> None:
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.script(decay_scan)
     torch.testing.assert_close(scripted(u, log_a, state)[0], want, rtol=0, atol=2e-6)
+    # with autograd on, the scripted scan differentiates like the eager one
+    x = u.clone().requires_grad_(True)
+    la = log_a.clone().requires_grad_(True)
+    upstream = torch.randn(u.shape, generator=g)
+    got = torch.autograd.grad((scripted(x, la, state)[0] * upstream).sum(), [x, la])
+    expected = torch.autograd.grad((decay_scan(x, la, state)[0] * upstream).sum(), [x, la])
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("frames", [1250, 5000])
