@@ -213,7 +213,7 @@ def _knock(sample_rate: int, rng: np.random.Generator, modes: np.ndarray) -> np.
     decay_s = rng.uniform(0.008, 0.06)
     t = np.arange(int(5 * decay_s * sample_rate), dtype=np.float32) / sample_rate
     freqs = (modes * rng.uniform(0.97, 1.03, modes.shape[0])).astype(np.float32)
-    phases = rng.uniform(0, _TWO_PI, modes.shape[0]).astype(np.float32)
+    phases = np.asarray(rng.uniform(0, _TWO_PI, size=modes.shape[0]), dtype=np.float32)
     ringing = np.sin(_TWO_PI * freqs[:, None] * t[None, :] + phases[:, None]).sum(axis=0)
     out = (ringing * np.exp(-t / decay_s)).astype(np.float32)
     attack = _click(sample_rate, rng)
@@ -233,7 +233,7 @@ def _chime(sample_rate: int, rng: np.random.Generator, f0: float, inharmonic: bo
     amps = (rng.uniform(0.3, 1.0, freqs.shape[0]) / np.arange(1, freqs.shape[0] + 1)).astype(
         np.float32
     )
-    phases = rng.uniform(0, _TWO_PI, freqs.shape[0]).astype(np.float32)
+    phases = np.asarray(rng.uniform(0, _TWO_PI, size=freqs.shape[0]), dtype=np.float32)
     partials = np.sin(_TWO_PI * freqs[:, None] * t[None, :] + phases[:, None])
     out = (amps[:, None] * partials * np.exp(-t[None, :] / decays[:, None])).sum(axis=0)
     attack = min(t.shape[0], max(1, int(rng.uniform(0.5, 5.0) * 1e-3 * sample_rate)))
@@ -290,8 +290,8 @@ def transient(num_samples: int, sample_rate: int, rng: np.random.Generator) -> n
     onsets = onsets[(onsets >= 0) & (onsets < n)]
     if onsets.size == 0:
         onsets = np.array([int(rng.integers(0, max(1, n - sample_rate // 20)))])
-    levels = 10 ** (rng.uniform(-6.0, 6.0, onsets.shape[0]) / 20.0)
-    picks = rng.integers(0, 2 * len(kinds), onsets.shape[0])
+    levels = 10 ** (np.asarray(rng.uniform(-6.0, 6.0, size=onsets.shape[0])) / 20.0)
+    picks = np.asarray(rng.integers(0, 2 * len(kinds), size=onsets.shape[0]))
     out = np.zeros(n, dtype=np.float32)
     for onset, level, pick in zip(onsets.tolist(), levels.tolist(), picks.tolist(), strict=True):
         kind = kinds[pick % len(kinds)]
@@ -425,7 +425,7 @@ def _voice(
     semitones = 12 * (degree // scale.shape[0]) + scale[degree % scale.shape[0]]
     root = _log_uniform(rng, 70.0, min(700.0, 0.05 * sample_rate))
     note_hz = root * 2.0 ** (semitones / 12.0) * rng.uniform(0.997, 1.003, count)
-    velocity = rng.uniform(0.4, 1.0, count) * (rng.random(count) > 0.12)  # some rests
+    velocity = np.asarray(rng.uniform(0.4, 1.0, size=count)) * (rng.random(count) > 0.12)  # rests
     idx = np.clip(np.searchsorted(onsets, t, side="right") - 1, 0, count - 1)
     since = t - onsets[idx]
     log_hz = np.log(note_hz)

@@ -160,12 +160,9 @@ class NoiseFolder:
         split_by = self._resolve_split_by(paths)
         readable: list[tuple[NoiseFile, str | None]] = []
         self.unreadable = {}
+        unreadable_categories: list[str] = []
         for path in paths:
             rel = path.relative_to(self.root).as_posix()
-            frames, rate, error = facts[rel]
-            if error is not None:
-                self.unreadable[rel] = error
-                continue
             given_split = None
             if split_by == "subfolders":
                 first, _, rest = rel.partition("/")
@@ -173,19 +170,24 @@ class NoiseFolder:
             else:
                 rel_in_split = rel
             category = self._category(rel_in_split)
+            frames, rate, error = facts[rel]
+            if error is not None:
+                self.unreadable[rel] = error
+                unreadable_categories.append(category)
+                continue
             readable.append((NoiseFile(str(path), rel, category, frames, rate), given_split))
         if self.unreadable:
             if report_bad is not None:
                 for rel, reason in self.unreadable.items():
                     report_bad(str(self.root / rel), AudioDecodeError(self.root / rel, reason))
-            first = next(iter(self.unreadable.items()))
+            example = next(iter(self.unreadable.items()))
             log.warning(
                 "noise folder '%s': skipped %d unreadable file(s), e.g. %s (%s)",
                 self.root,
                 len(self.unreadable),
-                *first,
+                *example,
             )
-        self._check_categories(readable)
+        self._check_categories(readable, unreadable_categories)
         self._files = self._split(readable, split_by)
         log.info(
             "noise folder '%s': %s (split by %s)",
@@ -224,11 +226,13 @@ class NoiseFolder:
             return "folder"
         return "file"
 
-    def _check_categories(self, readable: Sequence[tuple[NoiseFile, str | None]]) -> None:
+    def _check_categories(
+        self, readable: Sequence[tuple[NoiseFile, str | None]], unreadable: Sequence[str]
+    ) -> None:
         found: dict[str, int] = {}
         for item, _ in readable:
             found[item.category] = found.get(item.category, 0) + 1
-        all_found = set(found) | {self._category(rel) for rel in self.unreadable}
+        all_found = set(found) | set(unreadable)
         missing = sorted(set(self.weights) - all_found)
         if missing:
             raise ValueError(
@@ -237,7 +241,7 @@ class NoiseFolder:
             )
         for category in sorted(all_found):
             if self.weights.get(category, 1.0) > 0 and not found.get(category):
-                bad = sum(self._category(rel) == category for rel in self.unreadable)
+                bad = sum(c == category for c in unreadable)
                 raise ValueError(
                     f"noise folder '{self.root}': category '{category}' has no readable audio "
                     f"({bad} unreadable file(s)); fix the files or set "

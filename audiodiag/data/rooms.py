@@ -30,7 +30,7 @@ def room_impulse_response(
     in dB from ``drr_db_range``; the tail starts 1-10 ms after the direct path and is low-passed
     progressively (its high band decays up to twice as fast).
     """
-    rt60 = float(rng.uniform(*rt60_range))
+    rt60 = float(rng.uniform(rt60_range[0], rt60_range[1]))
     gap = int(rng.uniform(0.001, 0.01) * sample_rate)
     length = gap + int(rt60 * sample_rate)
     t = np.arange(length - gap, dtype=np.float32) / sample_rate
@@ -42,7 +42,7 @@ def room_impulse_response(
     high_speed = rng.uniform(1.2, 2.0)
     decay = _LN_1000 / rt60
     tail = low * np.exp(-decay * t) + high * np.exp(-decay * high_speed * t)
-    drr = 10 ** (rng.uniform(*drr_db_range) / 10.0)
+    drr = 10 ** (rng.uniform(drr_db_range[0], drr_db_range[1]) / 10.0)
     tail *= np.float32(1.0 / math.sqrt(drr * float(np.sum(np.square(tail, dtype=np.float64)))))
     ir = np.zeros(length, dtype=np.float32)
     ir[0] = 1.0
