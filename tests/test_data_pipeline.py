@@ -266,9 +266,16 @@ def test_batched_mixing_runs_in_a_lightning_fit(demo_root):
     assert model.keys == {"noisy", "clean", "length", "snr_db", "noise_type", "source_id"}
 
 
-def test_device_mixing_needs_the_bank(demo_root):
+def test_device_mixing_needs_the_bank_and_auto_mixes_in_workers_on_a_cpu(demo_root):
     with pytest.raises(ValueError, match="noise_bank"):
         _datamodule(demo_root, mix_on_device=True, noise_bank=False)
+    with pytest.raises(ValueError, match="accepted: true, false, auto"):
+        _datamodule(demo_root, mix_on_device="gpu")
+    auto = _datamodule(demo_root, mix_on_device="auto")
+    assert auto.bank is not None and not auto.device_mixing()  # no trainer, or a CPU one
+    batch = next(iter(auto.train_dataloader()))
+    want = next(iter(_datamodule(demo_root, noise_bank=True).train_dataloader()))
+    assert torch.equal(batch["noisy"], want["noisy"])
 
 
 # -- scripts ---------------------------------------------------------------------------------

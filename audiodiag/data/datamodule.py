@@ -490,13 +490,15 @@ class NoisySpeechDataModule(L.LightningDataModule):
         cache_audio: keep decoded speech in memory; None = when the files total <= 64 MB.
         peak_limit: anti-clipping threshold (see :class:`~audiodiag.data.mixer.Mixer`).
         persistent_workers: keep workers alive between epochs (only with ``num_workers > 0``).
-        mix_on_device: the training loader returns clean crops and noise recipes, and the
-            noise gather, SNR scaling, gain and anti-clipping run as one batched step on the
-            training device (``on_after_batch_transfer``, or :meth:`mix_batch` in a plain
-            loop). Validation and test are always mixed per item (the same mixtures).
+        mix_on_device: ``true``: the training loader returns clean crops and noise recipes,
+            and the noise gather, SNR scaling, gain and anti-clipping run as one batched step
+            on the training device (``on_after_batch_transfer``, or :meth:`mix_batch` in a
+            plain loop). ``auto``: only when the trainer's device is not the CPU (on a CPU the
+            workers mix in parallel with training; the main process would mix in series).
+            Validation and test are always mixed per item (the same mixtures).
         noise_bank: synthetic noise as slices of a seeded :class:`NoiseBank`; None = on with
-            ``mix_on_device``, else off (per-item synthesis). The same seeds give the same
-            mixtures on either path when the bank is on.
+            ``mix_on_device`` true or auto, else off (per-item synthesis). With the bank on,
+            the same seeds give the same mixtures on either path.
         noise_bank_clips / noise_bank_clip_seconds: bank size per noise type.
 
     Batches are dicts: ``noisy``/``clean`` (B, T) float32, ``length`` (B,) int64,
@@ -522,7 +524,7 @@ class NoisySpeechDataModule(L.LightningDataModule):
         cache_audio: bool | None = None,
         peak_limit: float = 0.99,
         persistent_workers: bool = True,
-        mix_on_device: bool = False,
+        mix_on_device: bool | str = False,
         noise_bank: bool | None = None,
         noise_bank_clips: int = 24,
         noise_bank_clip_seconds: float = 3.0,
@@ -560,13 +562,17 @@ class NoisySpeechDataModule(L.LightningDataModule):
         self.test_mixtures = test_mixtures
         self.cache_audio = cache_audio
         self.bad_files = BadFileLog(on_bad_file)
-        self.mix_on_device = bool(mix_on_device)
-        if noise_bank is False and self.mix_on_device:
+        if mix_on_device not in (True, False, "auto"):
             raise ValueError(
-                "data.mix_on_device=true needs data.noise_bank=true (or null): the device step "
-                "slices noise from the bank"
+                f"data.mix_on_device={mix_on_device!r} is invalid; accepted: true, false, auto"
             )
-        use_bank = self.mix_on_device if noise_bank is None else bool(noise_bank)
+        self.mix_on_device = mix_on_device
+        if noise_bank is False and mix_on_device is not False:
+            raise ValueError(
+                f"data.mix_on_device={mix_on_device} needs data.noise_bank=true (or null): the "
+                "device step slices noise from the bank"
+            )
+        use_bank = mix_on_device is not False if noise_bank is None else bool(noise_bank)
         self.bank = (
             NoiseBank(
                 noise,
@@ -652,7 +658,7 @@ class NoisySpeechDataModule(L.LightningDataModule):
                 count,
                 seed=self.seed,
                 bank=self.bank,
-                batched=self.mix_on_device and split == "train",
+                batched=self.mix_on_device is True and split == "train",
             )
         log.info(
             "data: %s",
@@ -692,7 +698,15 @@ class NoisySpeechDataModule(L.LightningDataModule):
         if self._train_sampler is not None:
             sampler.set_epoch(self._train_sampler.epoch)
         self._train_sampler = sampler
+        self.datasets["train"].batched = self.device_mixing()
         return self._loader("train", sampler)
+
+    def device_mixing(self) -> bool:
+        """Whether training batches are mixed on the device (``mix_on_device`` resolved)."""
+        if self.mix_on_device != "auto":
+            return bool(self.mix_on_device)
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type != "cpu"
 
     def val_dataloader(self) -> DataLoader:
         """Fixed validation mixtures (identical in every run and for every worker count)."""
@@ -712,7 +726,7 @@ class NoisySpeechDataModule(L.LightningDataModule):
         """Turn a training recipe batch into (noisy, clean) on the batch's device: gather the
         noise from the bank (or take the recordings' crops), then :meth:`Mixer.mix_batch`."""
         if self.bank is None or "train" not in self.datasets:
-            raise RuntimeError("mix_batch needs data.mix_on_device=true and setup('fit')")
+            raise RuntimeError("mix_batch needs data.mix_on_device=true/auto and setup('fit')")
         clean = batch["clean"]
         device = clean.device
 

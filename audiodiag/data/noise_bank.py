@@ -126,7 +126,6 @@ class NoiseBank:
         from the bank kept on that device. Rows < 0 (folder recordings) come back as zeros."""
         device = rows.device
         out = torch.zeros(rows.shape[0], self.segment_samples, device=device)
-        positions = torch.arange(self.segment_samples, device=device)
         for epoch in torch.unique(epochs).tolist():
             bank_cpu, _ = self.get(split, int(epoch), draw_speech)
             key = (split, int(epoch) if split == "train" else 0, str(device))
@@ -138,6 +137,7 @@ class NoiseBank:
             pick = (epochs == epoch) & (rows >= 0)
             if not bool(pick.any()):
                 continue
-            flat = rows[pick, None] * self.clip_samples + offsets[pick, None] + positions[None]
-            out[pick] = bank.reshape(-1)[flat]
+            # A strided view of every window of the bank: one gather copies whole segments.
+            windows = bank.unfold(1, self.segment_samples, 1)
+            out[pick] = windows[rows[pick], offsets[pick]]
         return out
