@@ -27,21 +27,22 @@ __all__ = ["NOISE_TYPES", "NoiseSource"]
 
 log = logging.getLogger(__name__)
 
+#: Every noise type, as named in ``noise.weights`` and in the by-noise-type test tables.
 NOISE_TYPES: tuple[str, ...] = (
-    "white",
-    "pink",
-    "brown",
-    "hum",
-    "tonal",
-    "band",
-    "babble",
-    "glide",
-    "transient",
-    "modulated",
-    "drifting",
-    "instruments",
-    "mixture",
-    "folder",
+    "white",  # Gaussian, flat spectrum
+    "pink",  # 1/f
+    "brown",  # 1/f^2
+    "hum",  # 50/60 Hz mains with harmonics
+    "tonal",  # 1-3 steady or warbling tones
+    "band",  # band-limited noise, 1/2 to 2 octaves
+    "babble",  # 3-6 other utterances of the same split
+    "glide",  # whistles, sirens, whines: harmonic tones whose pitch moves
+    "transient",  # clicks, knocks, decaying beeps/chimes, typing
+    "modulated",  # noise under a periodic or random envelope (fans, engines, gusts)
+    "drifting",  # coloured noise whose spectral shape moves
+    "instruments",  # 1-3 harmonic voices playing notes
+    "mixture",  # 2-3 of the other positive-weight types summed
+    "folder",  # recordings under noise.folder (labelled folder/<category>)
 )
 
 # What a ``mixture`` combines when no other type has a positive weight.

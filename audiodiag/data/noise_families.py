@@ -4,7 +4,7 @@ Each family is a function ``(num_samples, sample_rate, rng) -> float32 array`` w
 are all drawn from ``rng`` on every call, so one seed gives one sound and the next seed a
 different one. Outputs are *not* normalised here; :class:`audiodiag.data.noise.NoiseSource`
 scales every draw to unit RMS. Everything is vectorised numpy (no per-sample Python loop): a
-2-s draw at 16 kHz costs about a millisecond (``scripts/bench_data.py --noise``).
+2-s draw at 16 kHz costs 1.5-4 ms of CPU (``scripts/bench_noise.py``).
 
 - :func:`glide`: 1-3 tonal sources with harmonics whose pitch moves (vibrato, slow glides,
   siren sweeps), optionally with a steady whine.
