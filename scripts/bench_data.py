@@ -67,6 +67,29 @@ def _speech(data: str, root: str | None) -> SpeechSource:
     raise SystemExit(f"--data {data} is not one of demo, librispeech, folder")
 
 
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its live children (the loader workers),
+    from /proc; 0 where there is no /proc. Wall-clock rates on a shared machine depend on the
+    load; CPU time per mixture much less."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [os.getpid()]
+    try:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with open(f"/proc/{entry}/stat", encoding="ascii") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == os.getpid():
+                    pids.append(int(entry))
+        total = 0.0
+        for pid in pids:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+    except OSError:
+        return 0.0
+
+
 def bench(path: str, workers: int, args: argparse.Namespace) -> dict[str, Any]:
     """Time the training loader of one DataModule (``path``, ``workers``)."""
     start = time.perf_counter()
@@ -100,13 +123,15 @@ def bench(path: str, workers: int, args: argparse.Namespace) -> dict[str, Any]:
     iterator = iter(loader)
     finish(next(iterator))
     first_batch_s = time.perf_counter() - start
-    windows = []
+    windows, cpu_ms = [], []
     for _ in range(args.repeats):
+        cpu = _cpu_seconds()
         start = time.perf_counter()
         mixtures = 0
         for _ in range(args.batches):
             mixtures += finish(next(iterator)).shape[0]
         windows.append(mixtures / (time.perf_counter() - start))
+        cpu_ms.append(1e3 * (_cpu_seconds() - cpu) / mixtures)
     del iterator, loader
     return {
         "data": args.data,
@@ -114,6 +139,8 @@ def bench(path: str, workers: int, args: argparse.Namespace) -> dict[str, Any]:
         "workers": workers,
         "mixtures_per_s": statistics.median(windows),
         "windows_per_s": windows,
+        # All processes' CPU time per mixture (workers' prefetching blurs window edges).
+        "cpu_ms_per_mixture": statistics.median(cpu_ms),
         "batch_size": args.batch_size,
         "segment_seconds": args.segment_seconds,
         "cached": bool(args.cache),
@@ -156,12 +183,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         f"{args.batches} batches; torch {torch.__version__}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
-    print("\n| path | workers | mixtures/s | windows | first batch (s) | setup (s) |")
-    print("|---|--:|--:|---|--:|--:|")
+    print(
+        "\n| path | workers | mixtures/s | windows | CPU ms/mixture | first batch (s) | setup (s) |"
+    )
+    print("|---|--:|--:|---|--:|--:|--:|")
     for row in rows:
         windows = " ".join(f"{w:.0f}" for w in row["windows_per_s"])
         print(
             f"| {row['path']} | {row['workers']} | {row['mixtures_per_s']:.0f} | {windows} "
+            f"| {row['cpu_ms_per_mixture']:.2f} "
             f"| {row['first_batch_s']:.2f} | {row['setup_s']:.2f} |"
         )
     if args.json is not None:

@@ -36,3 +36,19 @@ def test_profile_split_covers_the_step_without_overlap(train: bool, one_thread: 
     assert sum(parts[name] for name in names) >= 0.5 * parts["total"]
     if train:
         assert all(p.grad is not None for p in net.parameters())
+
+
+def test_stall_timer_splits_wait_and_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    data_stall = _load("data_stall")
+    clock = iter([0.0, 1.0, 1.5, 4.0, 4.5, 7.0, 8.0, 9.0])
+    monkeypatch.setattr(data_stall.time, "perf_counter", lambda: next(clock))
+    timer = data_stall.StallTimer(warmup=1)
+    for _ in range(4):  # step 0 is warm-up: neither its wait nor its step counts
+        timer.on_train_batch_start(None, None, None, 0)
+        timer.on_train_batch_end(None, None, None, None, 0)
+    summary = timer.summary()
+    # Waits 1.5-1.0, 4.5-4.0, 8.0-7.0 = 2.0 s; steps 4.0-1.5, 7.0-4.5, 9.0-8.0 = 6.0 s.
+    assert summary["timed_steps"] == 3
+    assert summary["wait_s_total"] == pytest.approx(2.0)
+    assert summary["step_s_total"] == pytest.approx(6.0)
+    assert summary["stall_fraction"] == pytest.approx(0.25)
