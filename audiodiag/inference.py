@@ -40,6 +40,7 @@ from audiodiag.audio import (
     resample,
 )
 from audiodiag.loading import (
+    STREAM_METHODS,
     archive_names,
     check_model_file,
     is_torchscript_archive,
@@ -194,7 +195,8 @@ def load_enhancer(spec: PathLike, device: torch.device | str = "cpu") -> Enhance
     if is_torchscript_archive(archive_names(path)):
         module, metadata = load_torchscript(path)
         rate = int(metadata.get("sample_rate", getattr(module, "sample_rate", 0)))
-        causal = bool(metadata.get("causal", False)) and hasattr(module, "stream_process")
+        streams = all(hasattr(module, name) for name in STREAM_METHODS)
+        causal = bool(metadata.get("causal", False)) and streams
         latency = metadata.get("latency_samples")
         return Enhancer(
             str(path),

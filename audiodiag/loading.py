@@ -24,6 +24,7 @@ from audiodiag.nets import build_net
 
 __all__ = [
     "METADATA_FILE",
+    "STREAM_METHODS",
     "ModelLoadError",
     "archive_names",
     "check_model_file",
@@ -36,6 +37,8 @@ PathLike = str | os.PathLike
 
 #: Name of the JSON metadata entry an exported file stores beside its TorchScript code.
 METADATA_FILE = "audiodiag.json"
+#: The block API an exported causal model carries (``audiodiag.export.ExportedEnhancer``).
+STREAM_METHODS = ("stream_init", "stream_process", "stream_flush")
 
 
 class ModelLoadError(ValueError):

@@ -111,13 +111,14 @@ def test_exported_and_eager_streaming_are_one_recursion(models: dict) -> None:
     import warnings
 
     from audiodiag.export import ExportedEnhancer, exportable_net
-    from audiodiag.loading import load_checkpoint
+    from audiodiag.loading import STREAM_METHODS, load_checkpoint
 
     net = exportable_net(load_checkpoint(models["ckpt"])[0])  # the layer form the file holds
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.load(str(models["exported"]))
     assert isinstance(ExportedEnhancer(net), StreamingEnhancer(net).core.__class__)
+    assert all(hasattr(scripted, name) for name in STREAM_METHODS)  # what the loader looks for
     x = torch.randn(2, 7001, generator=torch.Generator().manual_seed(5)) * 0.1
     eager = StreamingEnhancer(net)
     state = scripted.stream_init(2)
