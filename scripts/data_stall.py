@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "overrides": args.overrides,
         "batch_size": int(cfg.data.batch_size),
         "num_workers": int(cfg.data.num_workers),
-        "mix_on_device": bool(cfg.data.get("mix_on_device", False)),
+        "mix_on_device": str(cfg.data.get("mix_on_device", False)).lower(),
+        "device_mixing": bool(datamodule.device_mixing()),
         "threads": args.threads,
         "cpus": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{summary['timed_steps']} steps (median wait {summary['wait_ms_median']:.1f} ms, "
         f"median step {summary['step_ms_median']:.1f} ms, of the wait mixing "
         f"{summary['mix_ms_median']:.1f} ms; batch {summary['batch_size']}, "
-        f"{summary['num_workers']} workers, mix_on_device={summary['mix_on_device']}, "
+        f"{summary['num_workers']} workers, mix_on_device={summary['mix_on_device']} "
+        f"(device mixing {'on' if summary['device_mixing'] else 'off'}), "
         f"load average {summary['load_average_1min']:.1f})"
     )
     if args.json is not None:
