@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from audiodiag import pretrained
 from audiodiag.audio import (
     AUDIO_EXTENSIONS,
     AudioDecodeError,
@@ -39,12 +40,13 @@ from audiodiag.loading import ModelLoadError
 
 __all__ = ["EnhanceSummary", "enhance_paths", "main", "plan_outputs"]
 
-USAGE = f"""usage: python -m audiodiag.enhance model=MODEL input=PATH output=PATH [device=cpu]
+USAGE = f"""usage: python -m audiodiag.enhance [model=MODEL] input=PATH output=PATH [device=cpu]
 
 Enhance an audio file, or every audio file under a folder (recursively, keeping relative paths).
 
-  model=MODEL        exported TorchScript file (audiodiag.export), training checkpoint (.ckpt),
-                     or 'wiener' (the classical reference)
+  model=MODEL        pretrained:NAME (a model shipped in the package; default pretrained:causal),
+                     an exported TorchScript file (audiodiag.export), a training checkpoint
+                     (.ckpt), or 'wiener' (the classical reference)
   input=PATH         audio file or folder ({", ".join(AUDIO_EXTENSIONS)}; any rate and channels)
   output=PATH        output file (for a file input) or folder; never one of the inputs
   device=cpu|cuda    where the model runs (default cpu)
@@ -207,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             argv,
             {"model", "input", "output", "device", "block_seconds", "threads"},
             USAGE,
-            required=("model", "input", "output"),
+            required=("input", "output"),
         )
         if args is None:
             return 0
@@ -215,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_num_threads(int(parse_float("threads", args["threads"], 0)))
         device = resolve_device(args.get("device"))
         block = parse_float("block_seconds", args.get("block_seconds", "10"), 0.0)
-        enhancer = load_enhancer(args["model"], device)
+        enhancer = load_enhancer(args.get("model", pretrained.PREFIX + pretrained.DEFAULT), device)
         summary = enhance_paths(
             enhancer,
             args["input"],

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from audiodiag import pretrained
 from audiodiag.audio import AUDIO_EXTENSIONS, AudioDecodeError, load_mono, scan_audio
 from audiodiag.cli import CliError, parse_bool, parse_cli, parse_float, resolve_device
 from audiodiag.inference import Enhancer, enhance_waveform, load_enhancer
@@ -46,11 +47,12 @@ from audiodiag.paths import CONF_DIR
 
 __all__ = ["Clip", "evaluate_clips", "folder_clips", "datamodule_clips", "main"]
 
-USAGE = """usage: python -m audiodiag.evaluate model=MODEL [data=demo | noisy_dir=DIR clean_dir=DIR]
+USAGE = """usage: python -m audiodiag.evaluate [model=MODEL] [data=demo | noisy_dir=DIR clean_dir=DIR]
 
 Score a model on the fixed test mixtures of a data config, or on noisy/clean folder pairs.
 
-  model=MODEL          exported TorchScript file, training checkpoint (.ckpt) or 'wiener'
+  model=MODEL          pretrained:NAME (shipped; default pretrained:causal), an exported
+                       TorchScript file, a training checkpoint (.ckpt) or 'wiener'
   data=NAME            data config (conf/data: demo, librispeech, ...; default demo);
                        data.KEY=VALUE, noise=NAME, noise.KEY=VALUE, sample_rate=, seed= pass on
   noisy_dir=DIR        folder of noisy files (recursive) ...
@@ -270,14 +272,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m audiodiag.evaluate``; returns the exit status."""
     skipped: dict[str, str] = {}
     try:
-        args = parse_cli(argv, _ARGUMENTS, USAGE, required=("model",), prefixes=("data.", "noise."))
+        args = parse_cli(argv, _ARGUMENTS, USAGE, prefixes=("data.", "noise."))
         if args is None:
             return 0
         torch.set_num_threads(int(parse_float("threads", args.get("threads", "1"), 0)))
         device = resolve_device(args.get("device"))
         limit = int(parse_float("limit", args["limit"], 0)) if "limit" in args else None
         pesq_stoi = parse_bool("pesq_stoi", args.get("pesq_stoi", "true"))
-        enhancer = load_enhancer(args["model"], device)
+        enhancer = load_enhancer(args.get("model", pretrained.PREFIX + pretrained.DEFAULT), device)
         reference_name = args.get("reference", "none").lower()
         if reference_name not in ("none", "wiener"):
             raise CliError(f"reference={reference_name!r} is unknown; accepted: none, wiener")

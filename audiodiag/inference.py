@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from audiodiag import pretrained
 from audiodiag.audio import (
     AudioBlockReader,
     AudioBlockWriter,
@@ -183,10 +184,13 @@ class _WindowStream(OverlappedSegments):
 
 
 def load_enhancer(spec: PathLike, device: torch.device | str = "cpu") -> Enhancer:
-    """Load ``spec``: ``wiener``, a training checkpoint (.ckpt) or an exported TorchScript file.
+    """Load ``spec``: ``wiener``, ``pretrained:NAME`` (a model shipped in the package), a
+    training checkpoint (.ckpt) or an exported TorchScript file.
 
     Raises :class:`ModelLoadError` naming the file for anything else.
     """
+    if str(spec).startswith(pretrained.PREFIX):
+        spec = pretrained.path(str(spec))
     if str(spec).strip().lower() == "wiener":
         wiener = WienerEnhancer().eval()
         return Enhancer("wiener", "wiener", wiener, wiener.sample_rate, False, None).to(device)

@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     # inference (no Lightning)
     "inference": 2,
     "loading": 2,
+    "pretrained": 2,
     "streaming": 2,
     # model
     "model": 1,

@@ -1,0 +1,158 @@
+"""Train, export and card the models that ship in the package (``audiodiag/models/``).
+
+::
+
+    AUDIODIAG_DATA=/data python scripts/make_train_corpus.py        # the training corpus, once
+    AUDIODIAG_DATA=/data python scripts/make_pretrained.py causal offline
+
+For each name: ``python -m audiodiag.train experiment=pretrain_NAME`` in
+``outputs/pretrain/NAME`` (resumed from its last checkpoint when run again, so a long training
+can be done in pieces), ``python -m audiodiag.export`` of its best checkpoint to
+``audiodiag/models/NAME.pt``, then ``python -m audiodiag.evaluate`` on the fixed demo test
+mixtures (overall, by noise type and SNR, one thread for the real-time factor) and on the
+corpus' held-out voices, and the card in ``audiodiag/models/cards.json``. Nothing is edited by
+hand: rerunning this script reproduces the files and their cards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from audiodiag.pretrained import CARDS_FILE, MODELS_DIR, sha256  # noqa: E402
+
+#: Clips of the fixed demo test set that the card's quick check (and tests/test_pretrained.py)
+#: scores; small so the test stays fast.
+CHECK_CLIPS = 8
+
+
+def run(command: list[str]) -> None:
+    print("+", " ".join(command), flush=True)
+    subprocess.run(command, cwd=REPO, check=True)
+
+
+def evaluate(model: Path, out: Path, *overrides: str) -> dict:
+    run(
+        [
+            sys.executable,
+            "-m",
+            "audiodiag.evaluate",
+            f"model={model}",
+            "threads=1",
+            f"json={out}",
+            *overrides,
+        ]
+    )
+    return json.loads(out.read_text())
+
+
+def group_scores(report: dict) -> dict:
+    """SI-SDRi / PESQ-WB / STOI of the model and the noisy input, per group of the report."""
+    scores = {}
+    for label, entry in report["summary"]["groups"].items():
+        scores[label] = {
+            "n": entry["n"],
+            "si_sdri": entry["si_sdri"]["model"],
+            "pesq": entry.get("pesq", {}).get("model"),
+            "pesq_noisy": entry.get("pesq", {}).get("noisy"),
+            "stoi": entry.get("stoi", {}).get("model"),
+            "stoi_noisy": entry.get("stoi", {}).get("noisy"),
+        }
+    return scores
+
+
+def make(name: str, args: argparse.Namespace) -> dict:
+    run_dir = REPO / "outputs" / "pretrain" / name
+    train = [
+        sys.executable,
+        "-m",
+        "audiodiag.train",
+        f"experiment=pretrain_{name}",
+        f"hydra.run.dir={run_dir}",
+        "ckpt_path=last",
+        *args.overrides,
+    ]
+    run(train)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    model = MODELS_DIR / f"{name}.pt"
+    model.unlink(missing_ok=True)  # this script wrote it: replace it with the new export
+    run(
+        [
+            sys.executable,
+            "-m",
+            "audiodiag.export",
+            f"ckpt={metrics['best_checkpoint']}",
+            f"out={model}",
+        ]
+    )
+    fixed = evaluate(model, run_dir / "eval_fixed.json", "data=demo")
+    check = evaluate(
+        model, run_dir / "eval_check.json", "data=demo", f"limit={CHECK_CLIPS}", "pesq_stoi=false"
+    )
+    voices = evaluate(
+        model,
+        run_dir / "eval_heldout_voices.json",
+        "data=folder",
+        f"data.speech.root={args.corpus / 'heldout_voices'}",
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "file": model.name,
+        "sha256": sha256(model),
+        "bytes": model.stat().st_size,
+        "command": " ".join(
+            ["python -m audiodiag.train", f"experiment=pretrain_{name}", *args.overrides]
+        ),
+        "commit": commit,
+        "data": "scripts/make_train_corpus.py (espeak-ng voices, speaker-disjoint splits) "
+        "mixed on the fly with every noise family of conf/noise/default.yaml",
+        "licence": "MIT (weights trained by this project on synthetic speech and noise)",
+        "sample_rate": fixed.get("sample_rate", 16000),
+        "causal": name == "causal",
+        "param_count": metrics.get("param_count"),
+        "macs_per_second": (metrics.get("macs_per_second") or {}).get("total"),
+        "train_time_s": metrics.get("train_time_s"),
+        "epochs": metrics.get("epochs"),
+        "global_step": metrics.get("global_step"),
+        "rtf_one_thread": fixed["rtf"],
+        "fixed_test": group_scores(fixed),
+        "heldout_voices": group_scores(voices)["all"],
+        "check": {"clips": CHECK_CLIPS, "si_sdri": group_scores(check)["all"]["si_sdri"]},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("names", nargs="+", choices=["causal", "offline"])
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        required=True,
+        help="the make_train_corpus.py folder (for the held-out voices)",
+    )
+    parser.add_argument(
+        "--overrides",
+        nargs="*",
+        default=[],
+        help="extra Hydra overrides for training (recorded in the card)",
+    )
+    args = parser.parse_args()
+    cards = json.loads(CARDS_FILE.read_text()) if CARDS_FILE.is_file() else {}
+    for name in args.names:
+        cards[name] = make(name, args)
+        CARDS_FILE.write_text(json.dumps(cards, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(cards, indent=2))
+
+
+if __name__ == "__main__":
+    main()
