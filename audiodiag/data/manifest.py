@@ -82,6 +82,7 @@ def _write(path: Path, root: Path, files: dict[str, list]) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             json.dump(data, out, separators=(",", ":"))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; other users of the data read it too
         os.replace(tmp, path)
     except OSError as error:  # a read-only or full disk only costs the next start-up time
         log.warning("could not write the manifest '%s': %s", path, error)
