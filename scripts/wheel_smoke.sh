@@ -75,7 +75,7 @@ step "python -m audiodiag.train trainer.fast_dev_run=true"
 step "a tiny training that leaves a checkpoint"
 "$ENV_PY" -m audiodiag.train hydra.run.dir="$WORK/runs/tiny" \
   trainer.max_epochs=1 data.train_mixtures_per_epoch=16 data.val_mixtures=4 \
-  data.num_workers=0 test=false callbacks=minimal logger=none \
+  data.num_workers=0 data.cache_audio=false test=false callbacks=minimal logger=none \
   trainer.num_sanity_val_steps=0 trainer.enable_progress_bar=false model.depth=1
 CKPT="$(ls "$WORK"/runs/tiny/checkpoints/*.ckpt | grep -v last.ckpt | head -n 1)"
 
