@@ -1,8 +1,9 @@
 """Benchmark the diagonal layer family: forward+backward time and peak memory.
 
 Besides the four forms: the diagonal-plus-low-rank layer (``rank4``, ``rank16``) and one channel
-of the diagonal recurrence (:mod:`audiodiag.recurrence`, FFT over time; ``recurrence_loop`` is the
-same recursion as a Python loop over frames, for comparison).
+of the diagonal recurrence (:mod:`audiodiag.recurrence`, its parallel scan; ``recurrence_loop`` is
+the same recursion as a Python loop over frames, for comparison). ``--interleave`` runs the forms
+in one process, taking turns, for ratios that survive a busy machine.
 
 Each (form, features) pair runs in a fresh subprocess so that its peak memory is its own:
 on CUDA the allocator's peak, on CPU the growth of the process's peak RSS over the point where
@@ -47,7 +48,7 @@ DESCRIPTIONS = {
     "seed_sparse_dense": "seed: sparse COO weight .to_dense() every call",
     "rank4": "elementwise + low rank U V^T, r = 4",
     "rank16": "elementwise + low rank U V^T, r = 16",
-    "recurrence": "one channel of the diagonal recurrence, FFT over time",
+    "recurrence": "one channel of the diagonal recurrence, parallel scan",
     "recurrence_loop": "the same recurrence as a Python loop over frames",
 }
 
@@ -135,6 +136,41 @@ def measure_one(form: str, features: int, device: str, batch: int, frames: int, 
     return {"ms": 1e3 * statistics.median(times), "peak_mib": max(peak, 0) / 2**20}
 
 
+def measure_interleaved(
+    forms: list[str], features: int, device: str, batch: int, frames: int, repeats: int
+) -> dict[str, float]:
+    """Median forward+backward milliseconds of every form, run in one process in turns.
+
+    On a shared machine the load changes between separate runs; taking turns exposes every form
+    to the same load, so the ratios hold even when the absolute times do not. No memory figure.
+    """
+    torch.manual_seed(0)
+    x = torch.randn(batch, frames, features, device=device, requires_grad=True)
+    upstream = torch.randn(batch, frames, features, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    steps = {}
+    for form in forms:
+        fn, params = _forward_fn(form, features, device)
+
+        def step(fn=fn, params=params):
+            fn(x).backward(upstream)
+            x.grad = None
+            for p in params:
+                p.grad = None
+
+        step()  # warm-up
+        steps[form] = step
+    times: dict[str, list[float]] = {form: [] for form in forms}
+    for _ in range(repeats):
+        for form, step in steps.items():
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+            times[form].append(time.perf_counter() - start)
+    return {form: 1e3 * statistics.median(values) for form, values in times.items()}
+
+
 def _child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     result = measure_one(args.form, args.one, args.device, args.batch, args.frames, args.repeats)
@@ -151,6 +187,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--csv", help="also write the results to this CSV file")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="run all forms in one process, taking turns (robust ratios on a busy machine; "
+        "no peak memory)",
+    )
     parser.add_argument("--form", help=argparse.SUPPRESS)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -164,7 +206,16 @@ def main(argv: list[str] | None = None) -> None:
     # of earlier allocations: with a fixed mmap threshold every large tensor is its own mapping.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 16)}
     rows = []
-    for features in args.features:
+    if args.interleave:
+        torch.set_num_threads(args.threads)
+        for features in args.features:
+            ms = measure_interleaved(
+                args.forms, features, args.device, args.batch, args.frames, args.repeats
+            )
+            for form in args.forms:
+                row = {"ms": ms[form], "peak_mib": float("nan")}
+                rows.append({"device": args.device, "features": features, "form": form, **row})
+    for features in [] if args.interleave else args.features:
         for form in args.forms:
             command = [sys.executable, __file__, "--form", form, "--one", str(features)]
             for flag in ("device", "batch", "frames", "repeats", "threads"):
@@ -183,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {args.threads} threads"
     print(
         f"\nForward+backward on ({args.batch} x {args.frames} x features), {name}, "
-        f"torch {torch.__version__}; median of {args.repeats}\n"
+        f"torch {torch.__version__}; median of {args.repeats}"
+        + (", forms taking turns in one process\n" if args.interleave else "\n")
     )
     header = "| form | " + " | ".join(f"{f} ms (x elem) | {f} peak MiB" for f in args.features)
     print(header + " |")
