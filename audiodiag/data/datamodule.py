@@ -5,7 +5,14 @@ Reproducibility: every mixture is made from its own ``numpy`` generator seeded b
 The epoch travels *with the index* (the sampler yields ``(epoch, index)`` pairs from the main
 process), so results never depend on the number of workers, on which worker got an index, or on
 whether workers persist between epochs. Lightning calls ``sampler.set_epoch`` each epoch;
-plain loops get a new epoch each time the loader is iterated.
+plain loops get a new epoch each time the loader is iterated. Under DDP Lightning's distributed
+sampler gives each rank its own keys, so ranks see different training mixtures; Lightning seeds
+the workers' global generators (nothing here draws from them).
+
+Scale: small corpora are decoded once and shared; larger ones are read per crop (only its
+frames, lengths from the corpus manifest, :mod:`audiodiag.data.manifest`). With a noise bank
+(:mod:`audiodiag.data.noise_bank`) a mixture's synthetic noise is a slice of seeded clips, and
+with ``mix_on_device`` the training batch is mixed in one batched step on the training device.
 """
 
 from __future__ import annotations
