@@ -235,9 +235,14 @@ class NoiseFolder:
         all_found = set(found) | set(unreadable)
         missing = sorted(set(self.weights) - all_found)
         if missing:
+            how = (
+                "from noise.category_globs"
+                if self.globs
+                else "first-level subfolders, '.' for files at the top"
+            )
             raise ValueError(
                 f"noise.categories names {missing} but noise folder '{self.root}' has "
-                f"categories {sorted(all_found)} (first-level subfolders, '.' for files at the top)"
+                f"categories {sorted(all_found)} ({how})"
             )
         for category in sorted(all_found):
             if self.weights.get(category, 1.0) > 0 and not found.get(category):
