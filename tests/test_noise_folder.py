@@ -136,6 +136,12 @@ def test_manifest_is_reused_and_refreshed(musan, monkeypatch):
     assert sorted(probed) == ["noise-broken.wav", "speech-0003.wav"]
     frames = {f.rel: f.frames for s in SPLITS for f in refreshed.files(s)}
     assert frames["speech/librivox/speech-0003.wav"] == int(2.5 * RATE)
+    # A manifest written for another folder (copied along with the data) is rebuilt.
+    payload = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**payload, "root": "/somewhere/else"}))
+    probed.clear()
+    NoiseFolder(musan).setup()
+    assert len(probed) == 3 * 7 + 3
 
 
 def test_manifest_goes_to_the_user_cache_when_the_folder_is_read_only(musan, tmp_path, monkeypatch):
