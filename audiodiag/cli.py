@@ -8,12 +8,21 @@ them, so a command that only loads a model stays light). A bad argument raises
 from __future__ import annotations
 
 import math
+import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-__all__ = ["CliError", "parse_bool", "parse_cli", "parse_float", "resolve_device"]
+__all__ = [
+    "CliError",
+    "error_line",
+    "parse_bool",
+    "parse_cli",
+    "parse_float",
+    "resolve_device",
+    "run_entry",
+]
 
 
 class CliError(ValueError):
@@ -94,3 +103,47 @@ def resolve_device(value: str | None) -> torch.device:
     if name != "cpu":
         raise CliError(f"device={value!r} is unknown; accepted: cpu, cuda, cuda:N, auto")
     return torch.device("cpu")
+
+
+#: Environment switches that let an unexpected error show its full traceback.
+DEBUG_ENV = ("AUDIODIAG_DEBUG", "HYDRA_FULL_ERROR")
+DEBUG_HINT = "--debug or AUDIODIAG_DEBUG=1 shows the traceback"
+
+
+def error_line(error: BaseException) -> str:
+    """``Type: first line`` of an error and of up to two causes (``a <- b``), for one-line reports.
+
+    An error re-raised from a DataLoader worker keeps the worker's real exception only in its
+    text ("Caught X in DataLoader worker process 0 ... Original Traceback ... X: reason"): the
+    last line of that text is the reason, so it is the one reported.
+    """
+    parts: list[str] = []
+    current: BaseException | None = error
+    while current is not None and len(parts) < 3:
+        lines = [line.strip() for line in str(current).strip().splitlines() if line.strip()]
+        if lines and "Original Traceback" in str(current):
+            parts.append(lines[-1])
+        else:
+            parts.append(f"{type(current).__name__}: {lines[0] if lines else ''}".strip())
+        current = current.__cause__
+    return " <- ".join(parts)
+
+
+def run_entry(body: Callable[[list[str]], int], argv: Sequence[str] | None) -> int:
+    """Run an entry point's ``body(args)``: an unexpected error ends in one line and exit code 1,
+    unless ``--debug`` is among the arguments or one of :data:`DEBUG_ENV` is ``1``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or any(os.environ.get(name) == "1" for name in DEBUG_ENV)
+    args = [a for a in args if a != "--debug"]
+    try:
+        return body(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if debug:
+            raise
+        print(f"error: {error_line(error)} ({DEBUG_HINT})", file=sys.stderr)
+        return 1

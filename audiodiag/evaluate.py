@@ -16,7 +16,13 @@ and the SNR is measured from the pair.
 
 Prints Markdown tables (SI-SDR, SI-SDR improvement, PESQ-WB, STOI; overall, by noise type, by
 SNR bucket; the noisy input as a row) and the real-time factor of the model. SI-SDR is computed on
-zero-mean signals, as in training. ``json=PATH`` (or ``--json PATH``) writes the same numbers.
+zero-mean signals, as in training. ``json=PATH`` (or ``--json PATH``) writes the same numbers;
+the path is checked before the evaluation runs (never a folder, an input, or an existing file
+without ``overwrite=true``) and the file is renamed into place only when complete.
+
+Nothing is dropped silently: a pair whose noisy and clean files differ in length by more than
+:data:`LENGTH_TOLERANCE_SECONDS`, and a clip shorter than :data:`MIN_CLIP_SECONDS` (its SI-SDR
+means nothing), are skipped, listed with their reason and counted in the report.
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ import torch
 from tqdm import tqdm
 
 from audiodiag import pretrained
+from audiodiag.atomic import OutputError, atomic_write, check_output
 from audiodiag.audio import AUDIO_EXTENSIONS, AudioDecodeError, load_mono, scan_audio
-from audiodiag.cli import CliError, parse_bool, parse_cli, parse_float, resolve_device
+from audiodiag.cli import CliError, parse_bool, parse_cli, parse_float, resolve_device, run_entry
 from audiodiag.inference import Enhancer, enhance_waveform, load_enhancer
 from audiodiag.loading import ModelLoadError
 from audiodiag.metrics import (
@@ -62,8 +69,18 @@ Score a model on the fixed test mixtures of a data config, or on noisy/clean fol
   limit=N              score only the first N clips
   device=cpu|cuda      where the model runs (default cpu)
   threads=N            torch CPU threads (default 1, so the real-time factor is per core)
-  json=PATH            also write the results as JSON (also --json PATH)
+  json=PATH            also write the results as JSON (also --json PATH); checked first
+  overwrite=false      replace an existing json file (default: refuse before evaluating)
+  --debug              show the traceback of an unexpected error (also AUDIODIAG_DEBUG=1)
+
+Pairs whose lengths differ by more than 10 ms and clips shorter than 0.1 s are skipped and
+counted (their SI-SDR would be a crop of another signal, or meaningless).
 """
+
+#: Noisy/clean pairs may differ by this much (resampling rounding) and are cropped to the shorter.
+LENGTH_TOLERANCE_SECONDS = 0.01
+#: Shorter clips are skipped: a few samples give an SI-SDR of 0 dB or noise, not a score.
+MIN_CLIP_SECONDS = 0.1
 
 #: A test clip: noisy and clean (time,) at ``rate``, with its labels.
 Clip = dict[str, Any]
@@ -160,6 +177,14 @@ def folder_clips(
         except AudioDecodeError as error:
             skipped[str(error.path)] = error.reason
             continue
+        mismatch = abs(noisy.shape[-1] - clean.shape[-1])
+        if mismatch > LENGTH_TOLERANCE_SECONDS * sample_rate:
+            skipped[str(noisy_path)] = (
+                f"noisy is {noisy.shape[-1] / sample_rate:.2f} s but clean {clean_path} is "
+                f"{clean.shape[-1] / sample_rate:.2f} s; a pair must have the same length "
+                f"(up to {LENGTH_TOLERANCE_SECONDS * 1000:.0f} ms is cropped)"
+            )
+            continue
         n = min(noisy.shape[-1], clean.shape[-1])
         noisy, clean = noisy[:n], clean[:n]
         yield {
@@ -179,12 +204,15 @@ def evaluate_clips(
     pesq_stoi: bool = True,
     reference: Enhancer | None = None,
     progress: bool = True,
+    skipped: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Score ``enhancer`` (and ``reference``) on ``clips``; returns the report dict.
 
     ``{"records": [...], "summary": summarize_test_records(...), "rtf": model seconds per audio
-    second, "audio_seconds", "model_seconds", "pesq_stoi": bool, "note": str}``.
+    second, "audio_seconds", "model_seconds", "pesq_stoi": bool, "note": str, "skipped": n}``.
+    Clips shorter than :data:`MIN_CLIP_SECONDS` go to ``skipped`` (id -> reason).
     """
+    skipped = {} if skipped is None else skipped
     note = ""
     if pesq_stoi:
         pesq_stoi, note = pesq_stoi_available()
@@ -193,6 +221,12 @@ def evaluate_clips(
     audio_seconds = 0.0
     for clip in tqdm(clips, desc="evaluate", unit="clip", disable=not progress):
         noisy, clean, rate = clip["noisy"], clip["clean"], int(clip["rate"])
+        if noisy.shape[-1] < MIN_CLIP_SECONDS * rate:
+            skipped[str(clip["source_id"])] = (
+                f"{noisy.shape[-1]} sample(s) ({noisy.shape[-1] / rate * 1000:.1f} ms) is "
+                f"shorter than {MIN_CLIP_SECONDS} s; its SI-SDR would mean nothing"
+            )
+            continue
         started = time.perf_counter()
         enhanced = enhance_waveform(enhancer, noisy.unsqueeze(0), rate)[0]
         model_seconds += time.perf_counter() - started
@@ -204,7 +238,7 @@ def evaluate_clips(
             systems["reference"] = enhance_waveform(reference, noisy.unsqueeze(0), rate)[0]
         records.append(score_clip(clean, systems, rate, clip, pesq_stoi))
     if not records:
-        raise CliError("no clips to score")
+        raise CliError(f"no clips to score: {_why_no_clips(skipped)}")
     return {
         "model": enhancer.name,
         "records": records,
@@ -215,7 +249,16 @@ def evaluate_clips(
         "threads": torch.get_num_threads(),
         "pesq_stoi": bool(pesq_stoi),
         "note": note,
+        "skipped_count": len(skipped),
     }
+
+
+def _why_no_clips(skipped: dict[str, str]) -> str:
+    """Why an evaluation found nothing to score, in one line."""
+    if not skipped:
+        return "the source yielded no clips (limit=0, or an empty test set)"
+    path, reason = next(iter(skipped.items()))
+    return f"all {len(skipped)} clip(s) were skipped (first: {path}: {reason})"
 
 
 def markdown_report(report: dict[str, Any], source: str) -> str:
@@ -226,6 +269,11 @@ def markdown_report(report: dict[str, Any], source: str) -> str:
         f"Real-time factor: {report['rtf']:.4f} ({report['model_seconds']:.2f} s for "
         f"{report['audio_seconds']:.1f} s of audio, {report['threads']} thread(s), clip by clip)"
     )
+    if report.get("skipped_count"):
+        text.append(
+            f"\nSkipped {report['skipped_count']} clip(s) (not scored; each is listed with its "
+            "reason on stderr and under 'skipped' in the JSON)"
+        )
     if report.get("note"):
         text.append(f"\n{report['note']}")
     return "\n".join(text)
@@ -243,6 +291,7 @@ _ARGUMENTS = (
     "device",
     "threads",
     "json",
+    "overwrite",
     *_PASSTHROUGH,
 )
 
@@ -268,13 +317,28 @@ def _clips(
     return datamodule_clips(overrides, limit), source
 
 
+def _check_json(args: dict[str, str]) -> Path | None:
+    """The ``json=`` output, checked before the evaluation so that a bad path loses nothing."""
+    if not args.get("json"):
+        return None
+    overwrite = parse_bool("overwrite", args.get("overwrite", "false"))
+    inputs = [args[k] for k in ("model", "noisy_dir", "clean_dir") if args.get(k)]
+    return check_output(args["json"], "json", inputs=inputs, overwrite=overwrite)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m audiodiag.evaluate``; returns the exit status."""
+    """Entry point of ``python -m audiodiag.evaluate``; returns the exit status (0 done, 2 bad
+    input, 1 unexpected error)."""
+    return run_entry(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     skipped: dict[str, str] = {}
     try:
         args = parse_cli(argv, _ARGUMENTS, USAGE, prefixes=("data.", "noise."))
         if args is None:
             return 0
+        json_path = _check_json(args)
         torch.set_num_threads(int(parse_float("threads", args.get("threads", "1"), 0)))
         device = resolve_device(args.get("device"))
         limit = int(parse_float("limit", args["limit"], 0)) if "limit" in args else None
@@ -285,20 +349,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CliError(f"reference={reference_name!r} is unknown; accepted: none, wiener")
         reference = load_enhancer("wiener") if reference_name == "wiener" else None
         clips, source = _clips(args, enhancer.sample_rate, limit, skipped)
-        report = evaluate_clips(enhancer, clips, pesq_stoi, reference)
-    except (CliError, ModelLoadError) as error:
+        report = evaluate_clips(enhancer, clips, pesq_stoi, reference, skipped=skipped)
+    except (CliError, ModelLoadError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     text = markdown_report(report, source)
     print(text)
     for path, reason in skipped.items():
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    if args.get("json"):
+    if json_path is not None:
         report["markdown"] = text
         report["skipped"] = skipped
-        Path(args["json"]).parent.mkdir(parents=True, exist_ok=True)
-        Path(args["json"]).write_text(json.dumps(report, indent=2, default=str))
-        print(f"wrote {args['json']}")
+        replaced = " (replaced the existing file: overwrite=true)" if json_path.exists() else ""
+        with atomic_write(json_path) as tmp:
+            tmp.write_text(json.dumps(report, indent=2, default=str))
+        print(f"wrote {json_path}{replaced}")
     return 0
 
 

@@ -49,7 +49,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from audiodiag.cli import CliError, parse_cli
+from audiodiag.atomic import OutputError, atomic_write, check_output, same_path
+from audiodiag.cli import parse_bool, parse_cli, run_entry
 from audiodiag.layers import convert
 from audiodiag.loading import METADATA_FILE, ModelLoadError, load_checkpoint
 from audiodiag.model import GainNet
@@ -268,19 +269,14 @@ def export_torchscript(
             raise ExportError(f"TorchScript compilation failed: {error}") from error
     rate, n_fft, causal = wrapper.sample_rate, wrapper.n_fft, wrapper.causal
     diffs = check_export(scripted, eager, rate, n_fft, causal=causal, label="TorchScript export")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: text})
-        # Reload what was written, so a file that cannot be read back is never left behind.
-        reloaded = torch.jit.load(str(tmp))
-    try:
+    # Written beside ``path`` and renamed only once the reloaded file passed its check.
+    with atomic_write(path) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: text})
+            # Reload what was written, so a file that cannot be read back is never left behind.
+            reloaded = torch.jit.load(str(tmp))
         check_export(reloaded, eager, rate, n_fft, causal=False, label="reloaded TorchScript file")
-    except ExportError:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
     return {"path": str(path), "bytes": path.stat().st_size, "max_abs_diff": diffs}
 
 
@@ -312,31 +308,31 @@ def export_onnx(
             0.1 * torch.randn(2, lengths[0], generator=generator)
         )
         example = converted.features(example_spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = _trace_onnx(core, example, opset)
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_FILE, _onnx_metadata(converted, metadata)
-    onnx.save(model, str(path))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    diffs: dict[str, float] = {}
-    with torch.no_grad():
-        for length in lengths:
-            x = 0.1 * torch.randn(2, length, generator=generator)
-            feats = converted.features(converted.stft.analysis(x))
-            (got,) = session.run(["gains"], {"features": feats.numpy()})
-            diffs[f"gains_len{length}"] = _max_diff(torch.from_numpy(got), core(feats))
-            # The whole chain (torch transform around the ONNX gains) against the eager model.
-            chain = onnx_chain_enhance(converted, session, x)
-            diffs[f"chain_len{length}"] = _max_diff(chain, eager(x))
-    worst = max(diffs.values())
-    if not worst <= TOLERANCE:
-        path.unlink(missing_ok=True)
-        raise ExportError(
-            f"ONNX gain network differs from the eager one by {worst:.3g} > {TOLERANCE:g}; "
-            f"removed {path}"
-        )
+    # Written beside ``path`` and renamed only once onnxruntime's outputs passed the check.
+    with atomic_write(path) as tmp:
+        onnx.save(model, str(tmp))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])
+        diffs: dict[str, float] = {}
+        with torch.no_grad():
+            for length in lengths:
+                x = 0.1 * torch.randn(2, length, generator=generator)
+                feats = converted.features(converted.stft.analysis(x))
+                (got,) = session.run(["gains"], {"features": feats.numpy()})
+                diffs[f"gains_len{length}"] = _max_diff(torch.from_numpy(got), core(feats))
+                # The whole chain (torch transform around the ONNX gains) against the eager model.
+                chain = onnx_chain_enhance(converted, session, x)
+                diffs[f"chain_len{length}"] = _max_diff(chain, eager(x))
+        worst = max(diffs.values())
+        if not worst <= TOLERANCE:
+            raise ExportError(
+                f"ONNX gain network differs from the eager one by {worst:.3g} > {TOLERANCE:g}; "
+                f"{path} not written"
+            )
     return {"path": str(path), "bytes": path.stat().st_size, "max_abs_diff": diffs}
 
 
@@ -414,11 +410,31 @@ def _run_metadata(ckpt_path: Path, checkpoint: Mapping[str, Any]) -> dict[str, A
     return meta
 
 
+def check_outputs(
+    ckpt: str | Path, out: str | Path, onnx_path: str | Path | None, overwrite: bool
+) -> None:
+    """Refuse, before any work, outputs equal to the checkpoint or to each other, folders,
+    unwritable places and (unless ``overwrite``) existing files; raises ``OutputError``."""
+    check_output(out, "out", inputs=[ckpt], overwrite=overwrite)
+    if onnx_path is not None:
+        if same_path(onnx_path, out):
+            raise OutputError(f"onnx={onnx_path} and out={out} are the same file; give two paths")
+        check_output(onnx_path, "onnx", inputs=[ckpt], overwrite=overwrite)
+
+
 def export_checkpoint(
-    ckpt: str | Path, out: str | Path, onnx_path: str | Path | None = None
+    ckpt: str | Path,
+    out: str | Path,
+    onnx_path: str | Path | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Load a Lightning checkpoint (weights only), write the TorchScript file (and ONNX)."""
+    """Load a Lightning checkpoint (weights only), write the TorchScript file (and ONNX).
+
+    Outputs are checked first (:func:`check_outputs`): never the checkpoint itself, an existing
+    file only with ``overwrite``; each is written beside its target and renamed when complete.
+    """
     ckpt = Path(ckpt)
+    check_outputs(ckpt, out, onnx_path, overwrite)
     net, checkpoint = load_checkpoint(ckpt)
     meta = _run_metadata(ckpt, checkpoint)
     result: dict[str, Any] = {"torchscript": export_torchscript(net, out, meta)}
@@ -435,26 +451,40 @@ training checkpoint, after checking it against the eager model (max abs diff <= 
   ckpt=PATH   Lightning checkpoint written by python -m audiodiag.train (loaded weights-only)
   out=PATH    TorchScript file to write (e.g. model.pt)
   onnx=PATH   also write the gain network (features -> gains) as ONNX, checked with onnxruntime
+  overwrite=false  replace existing out/onnx files (default: refuse; never the checkpoint)
+  --debug     show the traceback of an unexpected error (also AUDIODIAG_DEBUG=1)
 """
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m audiodiag.export``."""
+    """Entry point of ``python -m audiodiag.export`` (exit 0 done, 2 bad input, 1 unexpected)."""
+    return run_entry(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     try:
-        args = parse_cli(argv, {"ckpt", "out", "onnx"}, USAGE, required=("ckpt", "out"))
+        args = parse_cli(
+            argv, {"ckpt", "out", "onnx", "overwrite"}, USAGE, required=("ckpt", "out")
+        )
         if args is None:
             return 0
+        overwrite = parse_bool("overwrite", args.get("overwrite", "false"))
         torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
         started = time.perf_counter()
-        result = export_checkpoint(args["ckpt"], args["out"], args.get("onnx"))
-    except (CliError, ModelLoadError, ExportError, FileNotFoundError, ValueError) as error:
+        existed = {p for p in (args["out"], args.get("onnx")) if p and Path(p).exists()}
+        result = export_checkpoint(args["ckpt"], args["out"], args.get("onnx"), overwrite)
+    # OutputError and CliError are ValueErrors; OSError: a file system refusing a write.
+    except (ModelLoadError, ExportError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for kind, info in result.items():
         worst = max(info["max_abs_diff"].values())
+        replaced = (
+            " (replaced the existing file: overwrite=true)" if info["path"] in existed else ""
+        )
         print(
             f"{kind}: wrote {info['path']} ({info['bytes'] / 1024:.1f} KiB), "
-            f"max abs diff vs eager {worst:.2e}"
+            f"max abs diff vs eager {worst:.2e}{replaced}"
         )
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0

@@ -93,6 +93,7 @@ class GainLearner(pl.LightningModule):
         unknown_loss = sorted(set(loss) - set(_DEFAULT_LOSS))
         if unknown_loss:
             raise ValueError(f"loss.{unknown_loss[0]} is unknown; valid: si_sdr, spectral")
+        _check_numbers(loss, optimizer, scheduler)
         if loss["si_sdr"] == 0 and loss["spectral"] == 0:
             raise ValueError("loss.si_sdr and loss.spectral are both 0: nothing to train on")
         if str(optimizer["name"]).lower() not in OPTIMIZERS:
@@ -304,6 +305,46 @@ class GainLearner(pl.LightningModule):
             optimizer, _WarmupCosine(warmup, max(int(total), 1), floor)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def _number(key: str, value: Any, low: float, high: float = math.inf, *, open_low: bool) -> float:
+    """``value`` as a finite float in the range, else ValueError naming ``key`` and the range."""
+    bound = f"> {low:g}" if open_low else f">= {low:g}"
+    accepted = bound if high == math.inf else f"{bound} and <= {high:g}"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise ValueError(f"{key}={value!r} is not a finite number; accepted: a number {accepted}")
+    if (number <= low if open_low else number < low) or number > high:
+        raise ValueError(f"{key}={value!r} is out of range; accepted: a number {accepted}")
+    return number
+
+
+def _check_numbers(
+    loss: Mapping[str, Any], optimizer: Mapping[str, Any], scheduler: Mapping[str, Any]
+) -> None:
+    """Every numeric setting checked at construction, so a bad one stops the run with one line
+    naming its key instead of a TypeError (or PyTorch's nameless "Invalid learning rate") later."""
+    for key in ("si_sdr", "spectral"):
+        _number(f"loss.{key}", loss[key], 0.0, open_low=False)
+    _number("optimizer.lr", optimizer["lr"], 0.0, open_low=True)
+    _number("optimizer.weight_decay", optimizer["weight_decay"], 0.0, open_low=False)
+    if "momentum" in optimizer:
+        _number("optimizer.momentum", optimizer["momentum"], 0.0, 1.0, open_low=False)
+    betas = optimizer.get("betas")
+    if not isinstance(betas, list | tuple) or len(betas) != 2:
+        raise ValueError(
+            f"optimizer.betas={betas!r} must be two numbers in [0, 1), e.g. [0.9, 0.999]"
+        )
+    for beta in betas:
+        if _number("optimizer.betas", beta, 0.0, 1.0, open_low=False) >= 1.0:
+            raise ValueError(f"optimizer.betas={betas!r} must be two numbers in [0, 1)")
+    warmup = _number("scheduler.warmup_steps", scheduler.get("warmup_steps", 0), 0, open_low=False)
+    if warmup != int(warmup):
+        raise ValueError(f"scheduler.warmup_steps={warmup!r} must be a whole number of steps")
+    _number("scheduler.min_lr_ratio", scheduler.get("min_lr_ratio", 0.0), 0.0, 1.0, open_low=False)
 
 
 class _WarmupCosine:

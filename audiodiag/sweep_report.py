@@ -6,10 +6,14 @@ and prints a Markdown table sorted by the monitored metric (``monitor``/``monito
 job's config, ``val/si_sdri``/max by default): the overrides that differ between jobs, validation
 and test SI-SDR improvement, parameter count, train time and status. Jobs that failed are listed
 after the finished ones with their error line; a job directory without ``metrics.json`` (killed,
-crashed before writing it, or still running) is listed with status ``unknown``. Nothing is dropped.
+crashed before writing it, or still running) is listed with status ``unknown``; a job the sweep
+launched (its ``multirun.yaml``) whose folder is gone is listed with status ``missing``. A
+metrics file that cannot be read (not UTF-8, not JSON) is reported on the job's row. Nothing is
+dropped.
 
 ``--csv PATH`` also writes every job as a CSV row (all overrides, one column per varying override,
-the full-precision numbers), for pandas or a spreadsheet.
+the full-precision numbers), for pandas or a spreadsheet; an existing file is replaced only with
+``--overwrite``, and the file is renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -27,11 +31,16 @@ from typing import Any
 
 import yaml
 
+from audiodiag.atomic import OutputError, atomic_write, check_output
+from audiodiag.cli import run_entry
+
 __all__ = ["JobResult", "collect_jobs", "find_job_dirs", "main", "markdown_report", "write_csv"]
 
 #: Statuses written by ``audiodiag.train`` into metrics.json, plus ``unknown`` for no file.
 FINISHED = "ok"
 UNKNOWN = "unknown"
+MISSING = "missing"
+MISSING_ERROR = "job folder missing: deleted or moved after the sweep launched it"
 NO_METRICS_ERROR = (
     "no metrics.json: the job was killed, crashed before writing it, or is still running"
 )
@@ -112,8 +121,8 @@ def find_job_dirs(sweep_dir: Path) -> list[Path]:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: not UTF-8
         return None
 
 
@@ -155,10 +164,10 @@ def load_job(job_dir: Path, sweep_dir: Path) -> JobResult:
     error: str | None = None
     if metrics_path.is_file():
         try:
-            loaded = json.loads(metrics_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            loaded = json.loads(metrics_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 at all
             loaded = None
-            error = f"metrics.json unreadable: {exc}"
+            error = f"metrics.json unreadable: {type(exc).__name__}: {exc}"
         if isinstance(loaded, dict):
             metrics = loaded
         elif error is None:
@@ -196,7 +205,55 @@ def collect_jobs(sweep_dir: Path) -> list[JobResult]:
             "found; give the folder Hydra printed as the sweep output dir"
         )
     jobs = [load_job(path, sweep_dir) for path in job_dirs]
+    jobs += missing_jobs(sweep_dir, {job.job for job in jobs})
     return sort_jobs(jobs)
+
+
+def _launched_jobs(multirun: dict[str, Any]) -> list[list[str]] | None:
+    """Each job's overrides as Hydra's basic sweeper expands the sweep's ``multirun.yaml``
+    (job number = position); None for other sweepers (Optuna decides as it goes)."""
+    hydra_cfg = multirun.get("hydra") or {}
+    sweeper = hydra_cfg.get("sweeper") or {}
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    task = [str(o) for o in (hydra_cfg.get("overrides") or {}).get("task") or []]
+    try:
+        overrides = OverridesParser.create().parse_overrides([*params, *task])
+        batches = BasicSweeper.split_arguments(overrides, None)
+    except Exception:  # noqa: BLE001 - an odd override: fall back to gaps in the numbering
+        return None
+    return [job for batch in batches for job in batch]
+
+
+def missing_jobs(sweep_dir: Path, found: set[str]) -> list[JobResult]:
+    """A ``missing`` row for every job a sweep under ``sweep_dir`` launched whose folder is gone.
+
+    Only folders holding Hydra's ``multirun.yaml`` are sweeps; their jobs are the basic sweeper's
+    expansion, or (other sweepers) the numbers below the highest job folder present.
+    """
+    missing: list[JobResult] = []
+    for multirun_file in sorted(Path(sweep_dir).rglob("multirun.yaml")):
+        root = multirun_file.parent
+        loaded = _read_yaml(multirun_file)
+        loaded = loaded if isinstance(loaded, dict) else {}
+        launched = _launched_jobs(loaded)
+        monitor = str(loaded.get("monitor") or "val/si_sdri")
+        mode = str(loaded.get("monitor_mode") or "max")
+        numbers = [int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()]
+        if launched is None:
+            launched = [[] for _ in range(max(numbers, default=-1) + 1)]
+        for number, overrides in enumerate(launched):
+            folder = root / str(number)
+            name = folder.relative_to(sweep_dir).as_posix() if root != sweep_dir else str(number)
+            if name in found or folder.is_dir():
+                continue
+            job = JobResult(name, folder, MISSING, overrides, monitor, mode, error=MISSING_ERROR)
+            missing.append(job)
+    return missing
 
 
 def sort_jobs(jobs: Sequence[JobResult]) -> list[JobResult]:
@@ -343,9 +400,7 @@ def write_csv(jobs: Sequence[JobResult], path: Path) -> None:
         }
     )
     header = [*fixed[:5], *override_columns, *_CSV_METRICS, *extra, "error", "overrides"]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
+    with atomic_write(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         rank = 0
@@ -364,17 +419,25 @@ def write_csv(jobs: Sequence[JobResult], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the sweep table; ``--csv PATH`` also writes it as CSV. Returns the exit status."""
+    """Print the sweep table; ``--csv PATH`` also writes it as CSV. Returns the exit status
+    (0 done, 2 bad folder or output, 1 unexpected error; ``--debug`` shows its traceback)."""
+    return run_entry(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m audiodiag.sweep_report",
         description="Summarise a Hydra multirun (grid or Optuna) of audiodiag.train as one table.",
     )
     parser.add_argument("sweep_dir", type=Path, help="the sweep directory Hydra printed")
     parser.add_argument("--csv", type=Path, default=None, help="also write every job to this CSV")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
     args = parser.parse_args(argv)
     try:
+        if args.csv is not None:  # checked first: a bad path costs nothing
+            check_output(args.csv, "--csv", overwrite=args.overwrite, overwrite_hint="--overwrite")
         jobs = collect_jobs(args.sweep_dir)
-    except SweepReportError as error:
+    except (SweepReportError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     text = markdown_report(jobs, args.sweep_dir)

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from audiodiag.atomic import atomic_write
+from audiodiag.cli import DEBUG_ENV, error_line
 from audiodiag.layers import IMPLEMENTATIONS, count_parameters
 from audiodiag.metrics import markdown_test_report, summarize_test_records
 from audiodiag.module import GainLearner
@@ -112,6 +115,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     if ckpt_path == "last":
         candidate = output_dir / "checkpoints" / "last.ckpt"
         if candidate.is_file():
+            check_checkpoint_file(candidate, "ckpt_path=last")
             return str(candidate)
         log.info("ckpt_path=last: no %s yet, starting from scratch", candidate)
         return None
@@ -119,6 +123,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     if path.is_dir():
         for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
             if candidate.is_file():
+                check_checkpoint_file(candidate, f"ckpt_path={ckpt_path}")
                 return str(candidate)
         raise ConfigError(
             f"ckpt_path={ckpt_path}: directory has no checkpoints/last.ckpt; give a .ckpt file, "
@@ -128,7 +133,24 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
         raise ConfigError(
             f"ckpt_path={ckpt_path}: no such file; give a .ckpt file, a run directory, or 'last'"
         )
+    check_checkpoint_file(path, f"ckpt_path={ckpt_path}")
     return str(path)
+
+
+def check_checkpoint_file(path: Path, label: str) -> None:
+    """Refuse a file that cannot be a complete checkpoint (``torch.save`` writes a zip archive:
+    a truncated copy lacks the zip's closing directory), naming ``label``, before Lightning's
+    loader fails on it with a bare "OSError: [Errno 22] Invalid argument"."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            complete = bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        complete = False
+    if not complete:
+        raise ConfigError(
+            f"{label}: {path} is not a complete checkpoint (truncated, or not written by "
+            "torch.save); give a .ckpt written by audiodiag.train, its run directory, or 'last'"
+        )
 
 
 def _instantiate_group(group: DictConfig | None, what: str) -> list[Any]:
@@ -194,14 +216,14 @@ def _finite(value: Any) -> float | None:
 
 @rank_zero_only
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    _write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
 
 
 @rank_zero_only
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    # Renamed into place when complete: a crash mid-write never leaves half a report.
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 def _overrides() -> list[str]:
@@ -211,13 +233,9 @@ def _overrides() -> list[str]:
 
 
 def _error_line(error: BaseException) -> str:
-    """One line for reports: the error and, for wrapped errors (Hydra), its cause."""
-    parts: list[str] = []
-    while error is not None and len(parts) < 3:
-        lines = [line for line in str(error).strip().splitlines() if line.strip()]
-        parts.append(f"{type(error).__name__}: {lines[0] if lines else ''}".strip())
-        error = error.__cause__  # type: ignore[assignment]
-    return " <- ".join(parts)
+    """One line for reports: the error and, for wrapped errors (Hydra), its cause; for an error
+    re-raised from a DataLoader worker, the worker's own exception line (the real reason)."""
+    return error_line(error)
 
 
 def _test_trainer(trainer: pl.Trainer, trainer_cfg: DictConfig, loggers: list) -> pl.Trainer:
@@ -438,10 +456,10 @@ def main(cfg: DictConfig) -> float:
         torch.set_num_threads(int(os.environ["AUDIODIAG_NUM_THREADS"]))
     try:
         return train(cfg)
-    except (ValueError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 - the last line of defence: one line, exit 1
         # A bad value, path or file: one line that names it (metrics.json has it too). In a
         # multirun the error stays an exception, so the sweeper records the job as failed.
-        if _is_multirun() or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if _is_multirun() or any(os.environ.get(name) == "1" for name in DEBUG_ENV):
             raise
         log.error("%s (HYDRA_FULL_ERROR=1 shows the traceback)", _error_line(error))
         raise SystemExit(1) from None

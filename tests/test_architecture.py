@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "losses": 0,
     "metrics": 0,
     "audio": 0,
+    "atomic": 0,
     "paths": 0,
     "conf": 0,
     "__init__": 0,

@@ -130,7 +130,8 @@ def test_cli_bad_arguments(model: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert "unknown argument 'colour'" in capsys.readouterr().err
     bad = tmp_path / "half.pt"
     bad.write_bytes(model.read_bytes()[:1000])
-    assert main([f"model={bad}", f"input={tmp_path}", f"output={tmp_path / 'o'}"]) == 2
+    (tmp_path / "in").mkdir()
+    assert main([f"model={bad}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'o'}"]) == 2
     assert str(bad) in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main([f"model={model}", "input=x", "output=y", "device=cuda"]) == 2

@@ -192,7 +192,7 @@ def test_ckpt_path_forms(tmp_path):
     assert resolve_ckpt_path(None, tmp_path) is None
     assert resolve_ckpt_path("last", tmp_path) is None  # nothing yet: start from scratch
     (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    torch.save({"state_dict": {}}, tmp_path / "checkpoints" / "last.ckpt")
     assert resolve_ckpt_path("last", tmp_path).endswith("checkpoints/last.ckpt")
     assert resolve_ckpt_path(str(tmp_path), tmp_path).endswith("checkpoints/last.ckpt")
     with pytest.raises(ConfigError, match="no such file"):
