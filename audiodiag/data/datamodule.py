@@ -357,7 +357,11 @@ class MixtureDataset(Dataset):
             if piece is not None:
                 clean, length = self.mixer.pad(piece)
                 return utterance, clean, length
-        raise RuntimeError(f"no readable audio file in the '{self.split}' split ({n} files tried)")
+        raise RuntimeError(
+            f"no readable audio file in the '{self.split}' split ({n} file(s) tried, e.g. "
+            f"{self.utterances[0].path if n else '-'}; the warnings above say why each failed): "
+            "give speech that decodes as wav/flac/ogg (data.speech.root)"
+        )
 
     def _draw_speech(self, exclude: Utterance):
         """A callable giving random *other* utterances of this split (for babble)."""
