@@ -138,6 +138,7 @@ def train_and_score(name: str, args: argparse.Namespace, corpus: Path) -> dict:
                 f"model={checkpoint}",
                 "threads=2",
                 f"json={report}",
+                "overwrite=true",  # this script owns its report files
                 *overrides,
             ],
             log,

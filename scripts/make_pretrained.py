@@ -46,6 +46,7 @@ def evaluate(model: Path, out: Path, *overrides: str) -> dict:
             f"model={model}",
             "threads=1",
             f"json={out}",
+            "overwrite=true",  # this script owns its report files
             *overrides,
         ]
     )
