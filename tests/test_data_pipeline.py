@@ -311,3 +311,33 @@ def test_bench_data_writes_json_records(tmp_path, demo_root):
         assert len(record["windows_per_s"]) == 2 and record["cached"] is False
     assert np.isfinite([r["mixtures_per_s"] for r in records]).all()
     assert os.path.getsize(out) > 0
+
+
+@pytest.mark.slow
+def test_device_mixing_under_ddp_with_two_gloo_processes(tmp_path):
+    """A real 2-process DDP fit + test with the batched device step on the CPU (gloo)."""
+    import subprocess
+
+    run_dir = tmp_path / "run"
+    overrides = [
+        "data.segment_seconds=0.5", "data.batch_size=4", "data.num_workers=0",
+        "data.cache_audio=false", "data.train_mixtures_per_epoch=16", "data.val_mixtures=4",
+        "data.test_mixtures=4", "noise=white", "data.mix_on_device=true",
+        "data.noise_bank_clips=2", "trainer=ddp_cpu", "trainer.max_epochs=1",
+        "trainer.max_time=null", "trainer.enable_progress_bar=false", "logger=none",
+        "test_pesq_stoi=false", "test_reference=null", "model.depth=1", "model.context=2",
+        f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    env = {**os.environ, "AUDIODIAG_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "audiodiag.train", *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2  # 16 mixtures, batch 4, 2 ranks
+    assert len(json.loads((run_dir / "test_results.json").read_text())["clips"]) == 4
