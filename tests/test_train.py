@@ -138,6 +138,10 @@ def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path):
     common = [
+        # A worker process: Lightning builds (and the workers prefetch from) the training loader
+        # before it sets the sampler's epoch, so the resumed epoch must come from the checkpoint
+        # (the DataModule's state_dict); without it epoch 1 re-drew epoch 0's mixtures (issue 12).
+        "data.num_workers=1",
         "trainer.max_epochs=2",
         "logger=none",
         "callbacks=minimal",
@@ -155,6 +159,7 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path):
     train(_cfg(tmp_path / "cut", *common, "ckpt_path=last"))
     resumed = _metrics(tmp_path / "cut")
     assert resumed["global_step"] == full["global_step"] and resumed["epochs"] == 2
+    assert resumed["val/si_sdri"] == full["val/si_sdri"]
     expected, got = _final_weights(tmp_path / "full"), _final_weights(tmp_path / "cut")
     assert expected.keys() == got.keys()
     for key in expected:

@@ -270,6 +270,8 @@ class EpochSampler(Sampler):
         self.seed = int(seed)
         self.shuffle = shuffle
         self.epoch = 0
+        #: The epoch of the latest iteration (what a checkpoint at its end resumes after).
+        self.last_epoch: int | None = None
         self.on_epoch_start = on_epoch_start
 
     def set_epoch(self, epoch: int) -> None:
@@ -282,6 +284,7 @@ class EpochSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
         self.epoch += 1
+        self.last_epoch = epoch
         if self.on_epoch_start is not None:
             self.on_epoch_start(epoch)
         if self.shuffle:
@@ -599,6 +602,7 @@ class NoisySpeechDataModule(L.LightningDataModule):
         self.store: AudioStore | None = None
         self.datasets: dict[str, MixtureDataset] = {}
         self._train_sampler: EpochSampler | None = None
+        self._resume_epoch = 0  # set from a checkpoint by load_state_dict
 
     # -- Lightning hooks --------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -708,6 +712,11 @@ class NoisySpeechDataModule(L.LightningDataModule):
         )
         if self._train_sampler is not None:
             sampler.set_epoch(self._train_sampler.epoch)
+        elif self._resume_epoch:
+            # Lightning builds the loader's iterator (and a loader with workers prefetches from
+            # the sampler) before it calls set_epoch: without this, a run resumed at epoch N
+            # would draw epoch 0's mixtures for its first epoch.
+            sampler.set_epoch(self._resume_epoch)
         self._train_sampler = sampler
         self.datasets["train"].batched = self.device_mixing()
         return self._loader("train", sampler)
@@ -775,6 +784,20 @@ class NoisySpeechDataModule(L.LightningDataModule):
             "noise_type": kinds,
             "source_id": batch["source_id"],
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in Lightning checkpoints: the training epoch whose mixtures come next, taken as
+        the one after the latest epoch iterated (``sampler.epoch`` itself is no guide: Lightning
+        resets it after a worker loader's prefetch). Exact for checkpoints written at an epoch's
+        end (``last.ckpt``, best-of-epoch), which is where resuming restarts."""
+        sampler = self._train_sampler
+        last = None if sampler is None else sampler.last_epoch
+        return {"train_epoch": 0 if last is None else last + 1}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restored before the loaders are built, so a resumed run draws the mixtures the
+        uninterrupted run would have (checkpoints written at an epoch's end)."""
+        self._resume_epoch = int(state_dict.get("train_epoch", 0))
 
     # -- helpers ----------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
