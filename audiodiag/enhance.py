@@ -302,8 +302,8 @@ def _main(argv: list[str]) -> int:
     print(summary.line())
     for path, reason in summary.skipped.items():
         print(f"  skipped {path}: {reason}")
-    for path in summary.kept[:10]:
-        print(f"  kept existing {path} (overwrite=true replaces it)")
+    for kept in summary.kept[:10]:
+        print(f"  kept existing {kept} (overwrite=true replaces it)")
     if len(summary.kept) > 10:
         print(f"  ... and {len(summary.kept) - 10} more existing output(s) kept")
     return 0 if summary.written or not summary.skipped else 1
