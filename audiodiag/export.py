@@ -2,10 +2,17 @@
 
 ::
 
-    python -m audiodiag.export ckpt=outputs/train/runs/X/checkpoints/best.ckpt out=model.pt
+    python -m audiodiag.export ckpt=outputs/train/runs/X/checkpoints/best.ckpt out=model.pt2
     python -m audiodiag.export ckpt=best.ckpt out=model.pt onnx=model_gains.onnx
 
-``out`` is a TorchScript file: ``torch.jit.load(out)`` needs only PyTorch (no audiodiag,
+``out=*.pt2`` (recommended) is a ``torch.export`` program of the whole offline waveform model
+(:func:`export_program`): ``torch.export.load(out).module()`` needs only PyTorch and maps
+``(batch, time)`` to the enhanced waveform, batch and length dynamic; the metadata JSON is the
+archive's extra file ``audiodiag.json``. It has no block API: ``torch.export`` cannot trace
+:class:`audiodiag.streaming.StreamCore.consume`, whose slicing reads the sample counters held in
+the state tensors (data-dependent sizes) and which branches on the pending length.
+
+Any other ``out`` is a TorchScript file (kept for the streaming block API): ``torch.jit.load(out)`` needs only PyTorch (no audiodiag,
 Lightning or Hydra) and maps a waveform ``(time,)`` or ``(batch, time)`` at ``m.sample_rate`` to
 the enhanced waveform of the same shape, for any length (also shorter than one STFT frame). Its
 ``audiodiag.json`` extra file (and the ``metadata_json`` attribute) holds the sample rate, the
@@ -63,6 +70,7 @@ __all__ = [
     "check_export",
     "export_checkpoint",
     "export_onnx",
+    "export_program",
     "export_torchscript",
     "main",
 ]
@@ -70,6 +78,8 @@ __all__ = [
 #: Largest accepted difference between the exported and the eager model.
 TOLERANCE = 1e-4
 FORMAT_VERSION = 1
+#: ``out`` names ending so are written as a ``torch.export`` program, others as TorchScript.
+PROGRAM_SUFFIX = ".pt2"
 
 
 class ExportError(RuntimeError):
@@ -280,6 +290,71 @@ def export_torchscript(
     return {"path": str(path), "bytes": path.stat().st_size, "max_abs_diff": diffs}
 
 
+def _own_storage(module: nn.Module) -> None:
+    """Give every tensor of ``module`` its own storage, in place.
+
+    ``torch.export.save`` stores a tensor that views a larger storage (the STFT window is a slice
+    of a longer one) as a group, and loading it then warns "No complete tensor found".
+    """
+    for sub in module.modules():
+        for name, tensor in list(sub.named_buffers(recurse=False)):
+            setattr(sub, name, tensor.clone())
+        for name, param in list(sub.named_parameters(recurse=False)):
+            setattr(sub, name, nn.Parameter(param.detach().clone(), param.requires_grad))
+
+
+def export_program(
+    net: nn.Module, path: str | Path, metadata: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write ``net`` (a GainNet) as a ``torch.export`` program (``.pt2``); checked before writing.
+
+    The program maps a waveform ``(batch, time)`` to the enhanced waveform with batch and length
+    dynamic (also below one STFT frame); ``torch.export.load(path).module()`` runs it with
+    PyTorch alone. ``metadata`` goes into the archive's extra file ``audiodiag.json``. Returns
+    ``{"path", "bytes", "max_abs_diff"}``; raises :class:`ExportError` when the program, or the
+    file read back, differs from ``net`` by more than :data:`TOLERANCE` (no file is left).
+    """
+    path = Path(path)
+    if path.suffix != PROGRAM_SUFFIX:
+        raise ExportError(f"out={path}: a torch.export program needs a {PROGRAM_SUFFIX} name")
+    eager = net.float().eval()
+    converted = exportable_net(net)
+    _own_storage(converted)
+    meta = dict(metadata or {})
+    meta.setdefault("sample_rate", int(converted.sample_rate))
+    meta.update(
+        format="audiodiag-pt2",
+        format_version=FORMAT_VERSION,
+        input="waveform (batch, time) float32 at sample_rate; batch and time dynamic",
+        causal=bool(converted.causal),
+        streaming=False,
+        n_fft=int(converted.n_fft),
+        hop_length=int(converted.hop_length),
+        exported_layer=export_layer(net),
+        torch_version=torch.__version__,
+    )
+    text = json.dumps(meta, sort_keys=True, default=str)
+    rate, n_fft = int(converted.sample_rate), int(converted.n_fft)
+    example = 0.1 * torch.randn(2, rate, generator=torch.Generator().manual_seed(11))
+    dynamic = {"waveform": {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC}}
+    try:
+        with torch.no_grad():
+            program = torch.export.export(
+                converted, (example,), dynamic_shapes=dynamic, strict=False
+            )
+    except Exception as error:  # noqa: BLE001 - the tracer raises many kinds
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExportError(f"torch.export failed: {first}") from error
+    label = "torch.export program"
+    diffs = check_export(program.module(), eager, rate, n_fft, causal=False, label=label)
+    with atomic_write(path) as tmp:
+        torch.export.save(program, tmp, extra_files={METADATA_FILE: text})
+        # Reload what was written, so a file that cannot be read back is never left behind.
+        reloaded = torch.export.load(tmp).module()
+        check_export(reloaded, eager, rate, n_fft, causal=False, label="reloaded .pt2 file")
+    return {"path": str(path), "bytes": path.stat().st_size, "max_abs_diff": diffs}
+
+
 def export_onnx(
     net: nn.Module, path: str | Path, metadata: Mapping[str, Any] | None = None, opset: int = 18
 ) -> dict[str, Any]:
@@ -428,7 +503,8 @@ def export_checkpoint(
     onnx_path: str | Path | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Load a Lightning checkpoint (weights only), write the TorchScript file (and ONNX).
+    """Load a Lightning checkpoint (weights only), write ``out`` (a ``torch.export`` program
+    when it ends in ``.pt2``, else TorchScript) and the ONNX gain network when asked.
 
     Outputs are checked first (:func:`check_outputs`): never the checkpoint itself, an existing
     file only with ``overwrite``; each is written beside its target and renamed when complete.
@@ -437,7 +513,11 @@ def export_checkpoint(
     check_outputs(ckpt, out, onnx_path, overwrite)
     net, checkpoint = load_checkpoint(ckpt)
     meta = _run_metadata(ckpt, checkpoint)
-    result: dict[str, Any] = {"torchscript": export_torchscript(net, out, meta)}
+    result: dict[str, Any] = {}
+    if Path(out).suffix == PROGRAM_SUFFIX:
+        result["torch.export"] = export_program(net, out, meta)
+    else:
+        result["torchscript"] = export_torchscript(net, out, meta)
     if onnx_path is not None:
         result["onnx"] = export_onnx(net, onnx_path, meta)
     return result
@@ -445,11 +525,13 @@ def export_checkpoint(
 
 USAGE = """usage: python -m audiodiag.export ckpt=PATH out=PATH [onnx=PATH]
 
-Write a self-contained TorchScript file (loads with torch.jit.load, no audiodiag needed) from a
-training checkpoint, after checking it against the eager model (max abs diff <= 1e-4).
+Write a self-contained model file (no audiodiag needed to run it) from a training checkpoint,
+after checking it against the eager model (max abs diff <= 1e-4).
 
   ckpt=PATH   Lightning checkpoint written by python -m audiodiag.train (loaded weights-only)
-  out=PATH    TorchScript file to write (e.g. model.pt)
+  out=PATH    model.pt2: a torch.export program of the whole offline model (recommended;
+              torch.export.load(PATH).module()); any other name (model.pt): TorchScript,
+              which also carries the causal model's streaming block API (torch.jit.load)
   onnx=PATH   also write the gain network (features -> gains) as ONNX, checked with onnxruntime
   overwrite=false  replace existing out/onnx files (default: refuse; never the checkpoint)
   --debug     show the traceback of an unexpected error (also AUDIODIAG_DEBUG=1)

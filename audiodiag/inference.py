@@ -44,8 +44,10 @@ from audiodiag.loading import (
     STREAM_METHODS,
     archive_names,
     check_model_file,
+    is_program_archive,
     is_torchscript_archive,
     load_checkpoint,
+    load_program,
     load_torchscript,
 )
 from audiodiag.streaming import StreamCore
@@ -77,7 +79,7 @@ class Enhancer:
 
     Attributes:
         name: what was loaded (path or ``wiener``).
-        kind: ``checkpoint``, ``torchscript`` or ``wiener``.
+        kind: ``checkpoint``, ``program`` (``.pt2``), ``torchscript`` or ``wiener``.
         module: the callable network (eager nn.Module or TorchScript module).
         sample_rate: rate the model works at.
         causal: whether block processing is exact (stateful causal model).
@@ -185,9 +187,10 @@ class _WindowStream(OverlappedSegments):
 
 def load_enhancer(spec: PathLike, device: torch.device | str = "cpu") -> Enhancer:
     """Load ``spec``: ``wiener``, ``pretrained:NAME`` (a model shipped in the package), a
-    training checkpoint (.ckpt) or an exported TorchScript file.
+    training checkpoint (.ckpt) or an exported file (``.pt2`` program or TorchScript).
 
-    Raises :class:`ModelLoadError` naming the file for anything else.
+    A ``.pt2`` program has no block API, so long files run in windows (see :meth:`Enhancer.stream`)
+    even for a causal model. Raises :class:`ModelLoadError` naming the file for anything else.
     """
     if str(spec).startswith(pretrained.PREFIX):
         spec = pretrained.path(str(spec))
@@ -196,7 +199,13 @@ def load_enhancer(spec: PathLike, device: torch.device | str = "cpu") -> Enhance
         return Enhancer("wiener", "wiener", wiener, wiener.sample_rate, False, None).to(device)
     path = Path(spec)
     check_model_file(path)
-    if is_torchscript_archive(archive_names(path)):
+    names = archive_names(path)
+    if is_program_archive(names):
+        program, meta = load_program(path)
+        return Enhancer(str(path), "program", program, program.sample_rate, False, None, meta).to(
+            device
+        )
+    if is_torchscript_archive(names):
         module, metadata = load_torchscript(path)
         rate = int(metadata.get("sample_rate", getattr(module, "sample_rate", 0)))
         streams = all(hasattr(module, name) for name in STREAM_METHODS)

@@ -2,8 +2,8 @@
 
 Checkpoints load with ``torch.load(weights_only=True)`` (a checkpoint cannot run code) and the
 network is rebuilt from ``hyper_parameters["net"]`` with :func:`audiodiag.nets.build_net`;
-exported files load with ``torch.jit.load`` and carry their metadata as the JSON extra file
-:data:`METADATA_FILE`. Neither imports Lightning or torchmetrics. Anything else raises
+exported files load with ``torch.export.load`` (``.pt2`` programs) or ``torch.jit.load``
+(TorchScript) and carry their metadata as the JSON extra file :data:`METADATA_FILE`. None imports Lightning or torchmetrics. Anything else raises
 :class:`ModelLoadError` with one line naming the file and what is wrong.
 """
 
@@ -28,8 +28,11 @@ __all__ = [
     "ModelLoadError",
     "archive_names",
     "check_model_file",
+    "ProgramModule",
+    "is_program_archive",
     "is_torchscript_archive",
     "load_checkpoint",
+    "load_program",
     "load_torchscript",
 ]
 
@@ -145,3 +148,51 @@ def load_torchscript(path: PathLike) -> tuple[Any, dict[str, Any]]:
 def is_torchscript_archive(names: list[str]) -> bool:
     """True when archive member ``names`` are those of a TorchScript file (not a checkpoint)."""
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
+def is_program_archive(names: list[str]) -> bool:
+    """True when archive member ``names`` are those of a ``torch.export`` program (``.pt2``)."""
+    return any(n.endswith("/archive_format") for n in names) and any("/models/" in n for n in names)
+
+
+class ProgramModule(nn.Module):
+    """A loaded ``.pt2`` program as a module that also takes ``(time,)`` input.
+
+    The program was traced in eval mode and the module ``torch.export`` returns refuses
+    ``train()``/``eval()``, so both are no-ops here.
+    """
+
+    def __init__(self, program: nn.Module, sample_rate: int) -> None:
+        super().__init__()
+        self.program = program
+        self.sample_rate = sample_rate
+
+    def train(self, mode: bool = True) -> ProgramModule:
+        return self
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Enhance ``(time,)`` or ``(batch, time)`` at ``sample_rate``; same shape out."""
+        if waveform.dim() == 1:
+            return self.program(waveform.unsqueeze(0)).squeeze(0)
+        return self.program(waveform)
+
+
+def load_program(path: PathLike) -> tuple[ProgramModule, dict[str, Any]]:
+    """Load a ``.pt2`` file written by ``python -m audiodiag.export``: ``(module, metadata)``.
+
+    Raises :class:`ModelLoadError` naming the file when it is not such a file.
+    """
+    path = Path(path)
+    extra = {METADATA_FILE: ""}
+    try:
+        program = torch.export.load(str(path), extra_files=extra)
+    except Exception as error:  # noqa: BLE001
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(path, f"torch.export.load failed: {first}") from error
+    try:
+        metadata = json.loads(extra[METADATA_FILE] or "{}")
+    except ValueError as error:
+        raise ModelLoadError(path, f"metadata {METADATA_FILE} is not JSON: {error}") from error
+    if "sample_rate" not in metadata:
+        raise ModelLoadError(path, ".pt2 file has no sample rate (not from audiodiag.export)")
+    return ProgramModule(program.module(), int(metadata["sample_rate"])), metadata
