@@ -27,8 +27,10 @@ length dynamic (also below one frame) and the block API. Every export is checked
 model on three input lengths and block by block (max abs difference <= 1e-4), then written,
 reloaded and checked again; a file that fails is never left behind.
 
-ONNX (``onnx=PATH``): the whole waveform model does not convert (the noise-floor track uses
-``torch.cummin``, which has no ONNX operator), so the ONNX file holds the gain network, exported
+ONNX (``onnx=PATH``): the whole waveform model does not convert (the causal noise-floor track
+uses ``torch.cummin``, which has no ONNX translation, and the overlap-add's ``F.fold`` becomes a
+``Col2Im`` whose output length is wrong at lengths other than the traced one), so the ONNX file
+holds the gain network, exported
 with the dynamo exporter (opset 18) with dynamic batch and frame axes: input ``features``
 ``(batch, frames, 2, bins)``, output ``gains`` ``(batch, bins, frames)``. The transform around it
 (:mod:`audiodiag.features`): causal-framed STFT (``n_fft - hop`` zeros before the signal,
@@ -360,8 +362,9 @@ def export_onnx(
 ) -> dict[str, Any]:
     """Export the gain network (features -> gains) to ONNX and check it with onnxruntime.
 
-    The whole waveform model does not convert: the noise-floor track uses ``torch.cummin``,
-    which has no ONNX operator (the STFT itself would export with opset 18).
+    The whole waveform model does not convert: the causal noise-floor track uses
+    ``torch.cummin`` (no ONNX translation), and ``F.fold`` (overlap-add) exports as a ``Col2Im``
+    with a wrong output length at lengths other than the traced one.
     """
     try:
         import onnx
