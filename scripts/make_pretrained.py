@@ -148,11 +148,13 @@ def main() -> None:
         help="extra Hydra overrides for training (recorded in the card)",
     )
     args = parser.parse_args()
-    cards = json.loads(CARDS_FILE.read_text()) if CARDS_FILE.is_file() else {}
     for name in args.names:
-        cards[name] = make(name, args)
+        entry = make(name, args)
+        # Read the cards again just before writing: another name may have been carded meanwhile.
+        cards = json.loads(CARDS_FILE.read_text()) if CARDS_FILE.is_file() else {}
+        cards[name] = entry
         CARDS_FILE.write_text(json.dumps(cards, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(cards, indent=2))
+        print(json.dumps(entry, indent=2))
 
 
 if __name__ == "__main__":

@@ -326,4 +326,4 @@ def test_copied_torchaudio_constants_match_torchaudio():
         pytest.skip("this torchaudio no longer has the private constants")
     assert list(speech.LIBRISPEECH_SUBSETS) == list(librispeech._DATA_SUBSETS)
     theirs = {**librispeech._CHECKSUMS, **commands._CHECKSUMS, **vctk._CHECKSUMS}
-    assert speech.CHECKSUMS == theirs
+    assert theirs == speech.CHECKSUMS
