@@ -109,6 +109,9 @@ class StftFrontEnd(nn.Module):
 
     def frames_to_spec(self, padded: Tensor) -> Tensor:
         """STFT of an already padded (B, (N-1)*hop + n_fft) signal -> (B, freq, N) complex."""
+        # torchaudio's Spectrogram(center=False, power=None) is this same call; calling it
+        # directly keeps one window buffer shared with synthesis and the streaming core, and
+        # the checkpoints' state_dict layout (Spectrogram would register a second window).
         return torch.stft(
             padded,
             n_fft=self.n_fft,
