@@ -3,6 +3,7 @@ evaluate tests (built once per session by the ``models`` fixture in conftest.py)
 
 from __future__ import annotations
 
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -53,3 +54,32 @@ def export_file(ckpt: Path, out: Path) -> Path:
 
     export_checkpoint(ckpt, out)
     return out
+
+
+#: Prepended to a script run in a subprocess: makes audiodiag, Lightning, Hydra and OmegaConf
+#: unimportable (and fails when audiodiag still imports, since the test would prove nothing).
+BLOCK_AUDIODIAG = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    BLOCKED = ("audiodiag", "lightning", "pytorch_lightning", "hydra", "omegaconf")
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+    for name in list(sys.modules):
+        if name.split(".")[0] in BLOCKED:
+            del sys.modules[name]
+    try:
+        import audiodiag  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("audiodiag is importable: the test proves nothing")
+
+    """
+)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_helpers import BLOCK_AUDIODIAG
 
 from audiodiag.export import ExportError, export_onnx, export_torchscript, main
 from audiodiag.loading import load_checkpoint
@@ -31,29 +32,8 @@ def exported(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # Runs with audiodiag, Lightning, Hydra and OmegaConf made unimportable.
-_STANDALONE = textwrap.dedent(
+_STANDALONE = BLOCK_AUDIODIAG + textwrap.dedent(
     """
-    import importlib.abc, sys
-
-    BLOCKED = ("audiodiag", "lightning", "pytorch_lightning", "hydra", "omegaconf")
-
-    class Blocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, Blocker())
-    for name in list(sys.modules):
-        if name.split(".")[0] in BLOCKED:
-            del sys.modules[name]
-    try:
-        import audiodiag  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("audiodiag is importable: the test proves nothing")
-
     import json, torch
     model_path, input_path, output_path = sys.argv[1:4]
     extra = {"audiodiag.json": ""}
