@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from audiodiag import pretrained
 from audiodiag.inference import load_enhancer
@@ -17,3 +18,32 @@ def test_unknown_pretrained_name_lists_the_accepted_ones():
 def test_prefix_is_optional_for_path():
     with pytest.raises(ModelLoadError, match="pretrained:nope"):
         pretrained.path("nope")
+
+
+def test_the_package_ships_a_causal_and_an_offline_model():
+    assert {"causal", "offline"} <= set(pretrained.names())
+
+
+@pytest.mark.parametrize("name", pretrained.names())
+def test_shipped_model_matches_its_card(name):
+    """The file is the one the card describes (sha256, size) and still scores what it says on
+    the first fixed demo test mixtures (the card's quick check)."""
+    from audiodiag.evaluate import datamodule_clips, evaluate_clips
+
+    card = pretrained.card(name)
+    file = pretrained.path(name)
+    assert pretrained.sha256(file) == card["sha256"]
+    assert file.stat().st_size == card["bytes"] <= 1_000_000
+    enhancer = load_enhancer(pretrained.PREFIX + name)
+    assert enhancer.causal == card["causal"]
+    clips = datamodule_clips(["data=demo"], limit=card["check"]["clips"])
+    report = evaluate_clips(enhancer, clips, pesq_stoi=False, progress=False)
+    measured = report["summary"]["groups"]["all"]["si_sdri"]["model"]
+    assert measured == pytest.approx(card["check"]["si_sdri"], abs=0.05)
+
+
+def test_load_returns_the_exported_module():
+    module = pretrained.load(pretrained.DEFAULT)
+    assert hasattr(module, "stream_process")
+    noisy = torch.randn(1, 16000) * 0.1
+    assert module(noisy).shape == noisy.shape
