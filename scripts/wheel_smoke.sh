@@ -91,6 +91,10 @@ NOISY="$(ls "$SITE"/audiodiag/demo_corpus/spk11/*.flac | head -n 1)"
 "$ENV_PY" "${NO_DEPRECATIONS[@]}" -m audiodiag.enhance model="$WORK/model.pt2" input="$NOISY" output="$WORK/enhanced.wav"
 test -s "$WORK/enhanced.wav"
 
+step "python -m audiodiag.enhance with the shipped model (no model=, no training)"
+"$ENV_PY" -m audiodiag.enhance input="$NOISY" output="$WORK/enhanced_pretrained.wav"
+test -s "$WORK/enhanced_pretrained.wav"
+
 step "nothing written under site-packages"
 listing > "$WORK/site-after.txt"
 if ! diff -u "$WORK/site-before.txt" "$WORK/site-after.txt"; then
