@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from audiodiag.loading import load_torchscript  # noqa: E402
 from audiodiag.pretrained import CARDS_FILE, MODELS_DIR, sha256  # noqa: E402
 
 #: Clips of the fixed demo test set that the card's quick check (and tests/test_pretrained.py)
@@ -116,7 +117,7 @@ def make(name: str, args: argparse.Namespace) -> dict:
         "data": "scripts/make_train_corpus.py (espeak-ng voices, speaker-disjoint splits) "
         "mixed on the fly with every noise family of conf/noise/default.yaml",
         "licence": "MIT (weights trained by this project on synthetic speech and noise)",
-        "sample_rate": fixed.get("sample_rate", 16000),
+        "sample_rate": int(load_torchscript(model)[1]["sample_rate"]),
         "causal": name == "causal",
         "param_count": metrics.get("param_count"),
         "macs_per_second": (metrics.get("macs_per_second") or {}).get("total"),

@@ -3,6 +3,9 @@ evaluate tests (built once per session by the ``models`` fixture in conftest.py)
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import textwrap
 import warnings
 from pathlib import Path
@@ -83,3 +86,21 @@ BLOCK_AUDIODIAG = textwrap.dedent(
 
     """
 )
+
+
+def run_standalone(script: str, model: Path, inputs: dict, folder: Path) -> tuple[dict, dict]:
+    """Run ``script`` (``BLOCK_AUDIODIAG`` + checks) in a fresh Python on ``model`` and
+    ``inputs``; returns (the JSON its last line prints, the tensors it saved)."""
+    torch.save(inputs, folder / "inputs.pt")
+    path = folder / "standalone.py"
+    path.write_text(script)
+    result = subprocess.run(
+        [sys.executable, str(path), str(model), str(folder / "inputs.pt"), str(folder / "out.pt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=folder,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    return info, torch.load(folder / "out.pt", weights_only=True)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from model_helpers import BLOCK_AUDIODIAG
+from model_helpers import BLOCK_AUDIODIAG, run_standalone
 
 from audiodiag.export import ExportError, export_onnx, export_torchscript, main
 from audiodiag.loading import load_checkpoint
@@ -69,24 +67,7 @@ def test_exported_file_runs_without_audiodiag(ckpt: Path, exported: Path, tmp_pa
         "silent": torch.zeros(3000),
         "clipped": torch.sign(torch.randn(3000, generator=generator)),
     }
-    torch.save(inputs, tmp_path / "inputs.pt")
-    script = tmp_path / "standalone.py"
-    script.write_text(_STANDALONE)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            str(exported),
-            str(tmp_path / "inputs.pt"),
-            str(tmp_path / "outputs.pt"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    info = json.loads(result.stdout.strip().splitlines()[-1])
+    info, outputs = run_standalone(_STANDALONE, exported, inputs, tmp_path)
     assert info == {
         "sample_rate": 16000,
         "meta_rate": 16000,
@@ -95,7 +76,6 @@ def test_exported_file_runs_without_audiodiag(ckpt: Path, exported: Path, tmp_pa
         "layer": "sparse",
         "exported_layer": "elementwise",
     }
-    outputs = torch.load(tmp_path / "outputs.pt", weights_only=True)
     with torch.no_grad():
         for name, x in inputs.items():
             expected = net(x)

@@ -3,16 +3,13 @@ PyTorch, equal to the checkpoint, loaded by enhance; no deprecation warnings on 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
-from model_helpers import BLOCK_AUDIODIAG
+from model_helpers import BLOCK_AUDIODIAG, run_standalone
 
 from audiodiag.export import ExportError, export_program, main
 from audiodiag.inference import load_enhancer
@@ -72,26 +69,8 @@ def test_program_runs_without_audiodiag_and_equals_the_checkpoint(
         "one_clip": 0.1 * torch.randn(1, 8000, generator=generator),
         "sub_frame": 0.1 * torch.randn(1, 100, generator=generator),
     }
-    torch.save(inputs, tmp_path / "inputs.pt")
-    script = tmp_path / "standalone.py"
-    script.write_text(_STANDALONE)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            str(program),
-            str(tmp_path / "inputs.pt"),
-            str(tmp_path / "out.pt"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    info = json.loads(result.stdout.strip().splitlines()[-1])
+    info, outputs = run_standalone(_STANDALONE, program, inputs, tmp_path)
     assert info == {"format": "audiodiag-pt2", "sample_rate": 16000, "layer": "sparse"}
-    outputs = torch.load(tmp_path / "out.pt", weights_only=True)
     with torch.no_grad():
         for name, x in inputs.items():
             assert outputs[name].shape == x.shape, name
