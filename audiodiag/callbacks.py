@@ -48,6 +48,15 @@ def _log_spectrogram(wave: Tensor, n_fft: int, hop: int) -> Tensor:
     return 20.0 * torch.log10(spec.abs() + 1e-5)
 
 
+def _fixed_margins(figure: Figure, rows: int) -> None:
+    """Margins for a column of ``rows`` panels. Fixed, not ``layout="constrained"``: that
+    layout draws every figure twice and made a figure cost 0.8 s instead of 0.3 s."""
+    height = figure.get_figheight()
+    figure.subplots_adjust(
+        left=0.08, right=0.97, bottom=0.45 / height, top=1 - 0.65 / height, hspace=0.45
+    )
+
+
 class TensorBoardMediaLogger(pl.Callback):
     """Log audio, spectrogram/gain figures and per-bin weight curves to TensorBoard.
 
@@ -185,8 +194,9 @@ class TensorBoardMediaLogger(pl.Callback):
     ) -> Figure:
         panels = [("noisy", "noisy (dB)"), ("enhanced", "enhanced (dB)"), ("clean", "clean (dB)")]
         rows = len(panels) + (gains is not None)
-        figure = Figure(figsize=(8, 2.1 * rows), layout="constrained")
+        figure = Figure(figsize=(8, 2.1 * rows))
         axes = figure.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+        _fixed_margins(figure, rows)
         seconds = n / sample_rate
         extent = (0.0, seconds, 0.0, sample_rate / 2000.0)
         noisy_db = _log_spectrogram(clips["noisy"][i, :n], n_fft, hop)
@@ -236,8 +246,9 @@ class TensorBoardMediaLogger(pl.Callback):
         shown = list(groups.items())
         if len(shown) > max_panels:  # keep the first blocks and the output layer
             shown = shown[: max_panels - 1] + shown[-1:]
-        figure = Figure(figsize=(8, 1.7 * len(shown) + 0.6), layout="constrained")
+        figure = Figure(figsize=(8, 1.7 * len(shown) + 0.6))
         axes = figure.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0]
+        _fixed_margins(figure, len(shown))
         for ax, (prefix, members) in zip(axes, shown, strict=True):
             freqs = torch.linspace(0, sample_rate / 2000.0, members[0][1].shape[-1]).numpy()
             for label, curves in members:

@@ -315,14 +315,16 @@ def test_bench_data_writes_json_records(tmp_path, demo_root):
 
 @pytest.mark.slow
 def test_device_mixing_under_ddp_with_two_gloo_processes(tmp_path):
-    """A real 2-process DDP fit + test with the batched device step on the CPU (gloo)."""
+    """A real 2-process DDP fit + test with the batched device step on the CPU (gloo); its
+    validation and test scores equal a single-process run's on the same checkpoint."""
     import subprocess
 
     run_dir = tmp_path / "run"
     overrides = [
         "data.segment_seconds=0.5", "data.batch_size=4", "data.num_workers=0",
-        "data.cache_audio=false", "data.train_mixtures_per_epoch=16", "data.val_mixtures=4",
-        "data.test_mixtures=4", "noise=white", "data.mix_on_device=true",
+        # 5 validation/test mixtures: not a multiple of 2 ranks (padding would repeat one).
+        "data.cache_audio=false", "data.train_mixtures_per_epoch=16", "data.val_mixtures=5",
+        "data.test_mixtures=5", "noise=white", "data.mix_on_device=true",
         "data.noise_bank_clips=2", "trainer=ddp_cpu", "trainer.max_epochs=1",
         "trainer.max_time=null", "trainer.enable_progress_bar=false", "logger=none",
         "test_pesq_stoi=false", "test_reference=null", "model.depth=1", "model.context=2",
@@ -340,4 +342,29 @@ def test_device_mixing_under_ddp_with_two_gloo_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 2  # 16 mixtures, batch 4, 2 ranks
-    assert len(json.loads((run_dir / "test_results.json").read_text())["clips"]) == 4
+    clips = json.loads((run_dir / "test_results.json").read_text())["clips"]
+    assert len(clips) == 5  # every test mixture once, none repeated
+    ddp = json.loads((run_dir / "metrics.json").read_text())
+    single = _single_process_scores(run_dir, ddp["best_checkpoint"])
+    assert single["val/si_sdri"] == pytest.approx(ddp["val/si_sdri"], abs=1e-4)
+    assert single["test/si_sdri"] == pytest.approx(ddp["test/si_sdri"], abs=1e-4)
+
+
+def _single_process_scores(run_dir: Path, checkpoint: str) -> dict[str, float]:
+    """Validate and test ``checkpoint`` in this process, on one device, with the run's data."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from audiodiag.module import GainLearner
+
+    cfg = OmegaConf.load(run_dir / "resolved_config.yaml")
+    module = GainLearner.load_from_checkpoint(checkpoint, test_pesq_stoi=False)
+    scores: dict[str, float] = {}
+    for run in ("validate", "test"):
+        trainer = L.Trainer(
+            accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+            enable_model_summary=False,
+        )  # fmt: skip
+        scores.update(getattr(trainer, run)(module, datamodule=instantiate(cfg.data))[0])
+    return scores

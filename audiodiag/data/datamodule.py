@@ -31,6 +31,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from audiodiag.audio import AudioDecodeError, load_mono, read_audio, resample, to_mono
@@ -730,11 +731,30 @@ class NoisySpeechDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         """Fixed validation mixtures (identical in every run and for every worker count)."""
-        return self._loader("valid", None)
+        return self._loader("valid", self._evaluation_sampler("valid"))
 
     def test_dataloader(self) -> DataLoader:
         """Fixed test mixtures."""
-        return self._loader("test", None)
+        return self._loader("test", self._evaluation_sampler("test"))
+
+    def _evaluation_sampler(self, split: str) -> Sampler | None:
+        """Under DDP, each rank scores its own share of the fixed mixtures, every mixture once.
+
+        Lightning's default DistributedSampler pads the split to a multiple of the world size
+        with repeated mixtures, so validation and test means would differ from a single-process
+        run's; this sampler does not pad (ranks may get one batch fewer).
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        if split not in self.datasets:
+            self.setup({"valid": "validate", "test": "test"}[split])
+        return UnrepeatedDistributedSampler(
+            self.datasets[split],
+            num_replicas=trainer.world_size,
+            rank=trainer.global_rank,
+            shuffle=False,
+        )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Finish recipe batches (``mix_on_device``) on the device they were moved to."""
