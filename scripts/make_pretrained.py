@@ -10,8 +10,9 @@ For each name: ``python -m audiodiag.train experiment=pretrain_NAME`` in
 can be done in pieces), ``python -m audiodiag.export`` of its best checkpoint to
 ``audiodiag/models/NAME.pt``, then ``python -m audiodiag.evaluate`` on the fixed demo test
 mixtures (overall, by noise type and SNR, one thread for the real-time factor) and on the
-corpus' held-out voices, and the card in ``audiodiag/models/cards.json``. Nothing is edited by
-hand: rerunning this script reproduces the files and their cards.
+corpus' held-out voices, the card in ``audiodiag/models/cards.json``, and the README's cards
+(``scripts/render_cards.py``). Nothing is edited by hand: rerunning this script reproduces the
+files and their cards.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -67,6 +70,18 @@ def group_scores(report: dict) -> dict:
             "stoi_noisy": entry.get("stoi", {}).get("noisy"),
         }
     return scores
+
+
+def training_seconds(run_dir: Path, metrics: dict) -> float | None:
+    """Training time over every piece of a resumed run (Lightning's Timer state in the last
+    checkpoint); ``metrics.json`` holds only the latest piece's."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        timer = state.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {})
+        if "train" in timer:
+            return round(float(timer["train"]), 2)
+    return metrics.get("train_time_s")
 
 
 def make(name: str, args: argparse.Namespace) -> dict:
@@ -121,7 +136,7 @@ def make(name: str, args: argparse.Namespace) -> dict:
         "causal": name == "causal",
         "param_count": metrics.get("param_count"),
         "macs_per_second": (metrics.get("macs_per_second") or {}).get("total"),
-        "train_time_s": metrics.get("train_time_s"),
+        "train_time_s": training_seconds(run_dir, metrics),
         "epochs": metrics.get("epochs"),
         "global_step": metrics.get("global_step"),
         "rtf_one_thread": fixed["rtf"],
@@ -156,6 +171,7 @@ def main() -> None:
         cards[name] = entry
         CARDS_FILE.write_text(json.dumps(cards, indent=2, sort_keys=True) + "\n")
         print(json.dumps(entry, indent=2))
+    run([sys.executable, str(REPO / "scripts" / "render_cards.py"), "--readme"])
 
 
 if __name__ == "__main__":

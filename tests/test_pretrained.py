@@ -47,3 +47,19 @@ def test_load_returns_the_exported_module():
     assert hasattr(module, "stream_process")
     noisy = torch.randn(1, 16000) * 0.1
     assert module(noisy).shape == noisy.shape
+
+
+def test_readme_cards_are_rendered_from_cards_json():
+    """README's model cards are exactly what scripts/render_cards.py makes of cards.json."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "render_cards.py"
+    spec = importlib.util.spec_from_file_location("render_cards", script)
+    assert spec is not None and spec.loader is not None
+    render_cards = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_cards)
+    readme = (script.parents[1] / "README.md").read_text()
+    block = readme.split(render_cards.BEGIN, 1)[1].split(render_cards.END, 1)[0]
+    cards = {name: pretrained.card(name) for name in pretrained.names()}
+    assert block.strip() == render_cards.render(cards).strip()
