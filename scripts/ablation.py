@@ -41,10 +41,12 @@ ROWS: dict[str, list[str]] = {
     "default-causal": ["model.causal=true"],
     "recurrent": ["model.memory=recurrent"],
     "recurrent-causal": ["model.memory=recurrent", "model.causal=true"],
-    "bandwidth1": ["layer.bandwidth=1"],
-    "bandwidth2": ["layer.bandwidth=2"],
+    "bandwidth1": ["layer=sparse", "layer.bandwidth=1"],  # elementwise has no bands
+    "bandwidth2": ["layer=sparse", "layer.bandwidth=2"],
     "rank4": ["layer.rank=4"],
     "rank16": ["layer.rank=16"],
+    "rank4-causal": ["layer.rank=4", "model.causal=true"],
+    "rank16-causal": ["layer.rank=16", "model.causal=true"],
     "spectral-loss": ["loss.spectral=1.0"],
     "recurrent-spectral": ["model.memory=recurrent", "loss.spectral=1.0"],
     "recurrent-spectral-causal": [

@@ -271,8 +271,8 @@ def test_model_configs_expose_every_argument_with_its_default(kind):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         model = compose("train", overrides=[f"model={kind}"]).model
     interpolated = {"layer", "bandwidth", "sample_rate", "seed"}
-    # Deliberate training defaults, documented in conf/model/gainnet.yaml.
-    trained = {"causal": False, "depth": 1, "context": 3} if kind == "gainnet" else {}
+    # Deliberate training defaults, documented in conf/model/gainnet.yaml (rank: conf/layer/*.yaml).
+    trained = {"causal": False, "depth": 1, "context": 3, "rank": 4} if kind == "gainnet" else {}
     for name, parameter in inspect.signature(cls.__init__).parameters.items():
         if name == "self":
             continue
