@@ -12,7 +12,7 @@ checkpoint is scored three ways with ``python -m audiodiag.evaluate``:
 ::
 
     AUDIODIAG_DATA=/work/data python scripts/ablation.py --out outputs/ablation \
-        --rows default recurrent --epochs 80
+        --rows rank0 rank4 --epochs 80
 
 Writes ``OUT/ablation.json`` and ``OUT/ablation.md`` (one row per model; finished rows are
 reused, so an interrupted ablation continues where it stopped).
@@ -34,26 +34,27 @@ sys.path.insert(0, str(REPO))
 
 from audiodiag.paths import CONF_DIR, DATA_DIR  # noqa: E402
 
-#: Row name -> Hydra overrides on top of the common budget. ``offline`` is today's default
-#: (one block, centred 3-frame context); ``causal`` streams.
+#: Row name -> Hydra overrides on top of the common budget. Every row names its rank, since the
+#: default changed from rank 0 to rank 4 (after this ablation); without ``model.causal=true`` a
+#: row is offline (one block, centred 3-frame context), the training default.
+_RANK0 = "layer.rank=0"
+_CAUSAL = "model.causal=true"
+_MEMORY = "model.memory=recurrent"
+_SPECTRAL = "loss.spectral=1.0"
 ROWS: dict[str, list[str]] = {
-    "default": [],
-    "default-causal": ["model.causal=true"],
-    "recurrent": ["model.memory=recurrent"],
-    "recurrent-causal": ["model.memory=recurrent", "model.causal=true"],
-    "bandwidth1": ["layer=sparse", "layer.bandwidth=1"],  # elementwise has no bands
-    "bandwidth2": ["layer=sparse", "layer.bandwidth=2"],
-    "rank4": ["layer.rank=4"],
+    "rank0": [_RANK0],  # the default before the ablation
+    "rank0-causal": [_RANK0, _CAUSAL],
+    "recurrent": [_RANK0, _MEMORY],
+    "recurrent-causal": [_RANK0, _MEMORY, _CAUSAL],
+    "bandwidth1": [_RANK0, "layer=sparse", "layer.bandwidth=1"],  # elementwise has no bands
+    "bandwidth2": [_RANK0, "layer=sparse", "layer.bandwidth=2"],
+    "spectral-loss": [_RANK0, _SPECTRAL],
+    "recurrent-spectral": [_RANK0, _MEMORY, _SPECTRAL],
+    "recurrent-spectral-causal": [_RANK0, _MEMORY, _SPECTRAL, _CAUSAL],
+    "rank4": ["layer.rank=4"],  # today's default
+    "rank4-causal": ["layer.rank=4", _CAUSAL],
     "rank16": ["layer.rank=16"],
-    "rank4-causal": ["layer.rank=4", "model.causal=true"],
-    "rank16-causal": ["layer.rank=16", "model.causal=true"],
-    "spectral-loss": ["loss.spectral=1.0"],
-    "recurrent-spectral": ["model.memory=recurrent", "loss.spectral=1.0"],
-    "recurrent-spectral-causal": [
-        "model.memory=recurrent",
-        "loss.spectral=1.0",
-        "model.causal=true",
-    ],
+    "rank16-causal": ["layer.rank=16", _CAUSAL],
 }
 
 HELD_OUT_FAMILIES = ("instruments", "modulated")
