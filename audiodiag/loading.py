@@ -13,7 +13,7 @@ import json
 import os
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -120,24 +120,37 @@ def load_checkpoint(
     return net.eval(), dict(checkpoint)
 
 
+def _load_with_metadata(
+    path: Path, loader: str, load: Callable[[dict[str, str]], Any]
+) -> tuple[Any, dict[str, Any]]:
+    """``load(extra_files)`` an exported file and parse its JSON metadata; any failure is one
+    :class:`ModelLoadError` naming the file and the ``loader`` that refused it."""
+    extra = {METADATA_FILE: ""}
+    try:
+        loaded = load(extra)
+    except Exception as error:  # noqa: BLE001
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(path, f"{loader} failed: {first}") from error
+    try:
+        metadata = json.loads(extra[METADATA_FILE] or "{}")
+    except ValueError as error:
+        raise ModelLoadError(path, f"metadata {METADATA_FILE} is not JSON: {error}") from error
+    return loaded, metadata
+
+
 def load_torchscript(path: PathLike) -> tuple[Any, dict[str, Any]]:
     """Load a file written by ``python -m audiodiag.export``: ``(module in eval mode, metadata)``.
 
     Raises :class:`ModelLoadError` naming the file when it is not such a file.
     """
     path = Path(path)
-    extra = {METADATA_FILE: ""}
-    try:
+
+    def jit_load(extra: dict[str, str]) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still works
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except Exception as error:  # noqa: BLE001
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(path, f"torch.jit.load failed: {first}") from error
-    try:
-        metadata = json.loads(extra[METADATA_FILE] or "{}")
-    except ValueError as error:
-        raise ModelLoadError(path, f"metadata {METADATA_FILE} is not JSON: {error}") from error
+            return torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+
+    module, metadata = _load_with_metadata(path, "torch.jit.load", jit_load)
     if "sample_rate" not in metadata and not hasattr(module, "sample_rate"):
         raise ModelLoadError(
             path, "TorchScript file has no sample rate (not from audiodiag.export)"
@@ -183,16 +196,9 @@ def load_program(path: PathLike) -> tuple[ProgramModule, dict[str, Any]]:
     Raises :class:`ModelLoadError` naming the file when it is not such a file.
     """
     path = Path(path)
-    extra = {METADATA_FILE: ""}
-    try:
-        program = torch.export.load(str(path), extra_files=extra)
-    except Exception as error:  # noqa: BLE001
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(path, f"torch.export.load failed: {first}") from error
-    try:
-        metadata = json.loads(extra[METADATA_FILE] or "{}")
-    except ValueError as error:
-        raise ModelLoadError(path, f"metadata {METADATA_FILE} is not JSON: {error}") from error
+    program, metadata = _load_with_metadata(
+        path, "torch.export.load", lambda extra: torch.export.load(str(path), extra_files=extra)
+    )
     if "sample_rate" not in metadata:
         raise ModelLoadError(path, ".pt2 file has no sample rate (not from audiodiag.export)")
     return ProgramModule(program.module(), int(metadata["sample_rate"])), metadata
