@@ -53,6 +53,7 @@ ROWS: dict[str, list[str]] = {
     "recurrent-spectral-causal": [_RANK0, _MEMORY, _SPECTRAL, _CAUSAL],
     "rank4": ["layer.rank=4"],  # today's default
     "rank4-causal": ["layer.rank=4", _CAUSAL],
+    "rank4-recurrent-causal": ["layer.rank=4", _MEMORY, _CAUSAL],  # the shipped causal model
     "rank16": ["layer.rank=16"],
     "rank16-causal": ["layer.rank=16", _CAUSAL],
 }
