@@ -9,10 +9,10 @@ For each name: ``python -m audiodiag.train experiment=pretrain_NAME`` in
 ``outputs/pretrain/NAME`` (resumed from its last checkpoint when run again, so a long training
 can be done in pieces), ``python -m audiodiag.export`` of its best checkpoint to
 ``audiodiag/models/NAME.pt``, then ``python -m audiodiag.evaluate`` on the fixed demo test
-mixtures (overall, by noise type and SNR, one thread for the real-time factor) and on the
-corpus' held-out voices, the card in ``audiodiag/models/cards.json``, and the README's cards
-(``scripts/render_cards.py``). Nothing is edited by hand: rerunning this script reproduces the
-files and their cards.
+mixtures (overall, by noise type and SNR, one thread for the real-time factor), on the
+corpus' test speakers (training voices and languages) and on its held-out voices, the card
+in ``audiodiag/models/cards.json``, and the README's cards (``scripts/render_cards.py``).
+Nothing is edited by hand: rerunning this script reproduces the files and their cards.
 """
 
 from __future__ import annotations
@@ -118,6 +118,11 @@ def make(name: str, args: argparse.Namespace) -> dict:
         "data=folder",
         f"data.speech.root={args.corpus / 'heldout_voices'}",
     )
+    # The corpus' own test speakers: unheard speakers of the training voices and languages, the
+    # reference the held-out voices are compared with.
+    corpus_test = evaluate(
+        model, run_dir / "eval_corpus_test.json", "data=folder", f"data.speech.root={args.corpus}"
+    )
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
@@ -142,6 +147,7 @@ def make(name: str, args: argparse.Namespace) -> dict:
         "rtf_one_thread": fixed["rtf"],
         "fixed_test": group_scores(fixed),
         "heldout_voices": group_scores(voices)["all"],
+        "corpus_test": group_scores(corpus_test)["all"],
         "check": {"clips": CHECK_CLIPS, "si_sdri": group_scores(check)["all"]["si_sdri"]},
     }
 
