@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO))
 from audiodiag.paths import CONF_DIR, DATA_DIR  # noqa: E402
 
 #: Row name -> Hydra overrides on top of the common budget. Every row names its rank, since the
-#: default changed from rank 0 to rank 4 (after this ablation); without ``model.causal=true`` a
-#: row is offline (one block, centred 3-frame context), the training default.
+#: default changed from rank 0 to rank 4, then 16 (after this ablation); without
+#: ``model.causal=true`` a row is offline (one block, centred 3-frame context), the default.
 _RANK0 = "layer.rank=0"
 _CAUSAL = "model.causal=true"
 _MEMORY = "model.memory=recurrent"
@@ -51,10 +51,10 @@ ROWS: dict[str, list[str]] = {
     "spectral-loss": [_RANK0, _SPECTRAL],
     "recurrent-spectral": [_RANK0, _MEMORY, _SPECTRAL],
     "recurrent-spectral-causal": [_RANK0, _MEMORY, _SPECTRAL, _CAUSAL],
-    "rank4": ["layer.rank=4"],  # today's default
+    "rank4": ["layer.rank=4"],
     "rank4-causal": ["layer.rank=4", _CAUSAL],
-    "rank4-recurrent-causal": ["layer.rank=4", _MEMORY, _CAUSAL],  # the shipped causal model
-    "rank16": ["layer.rank=16"],
+    "rank4-recurrent-causal": ["layer.rank=4", _MEMORY, _CAUSAL],  # memory on a causal low-rank model
+    "rank16": ["layer.rank=16"],  # today's default
     "rank16-causal": ["layer.rank=16", _CAUSAL],
 }
 

@@ -272,7 +272,7 @@ def test_model_configs_expose_every_argument_with_its_default(kind):
         model = compose("train", overrides=[f"model={kind}"]).model
     interpolated = {"layer", "bandwidth", "sample_rate", "seed"}
     # Deliberate training defaults, documented in conf/model/gainnet.yaml (rank: conf/layer/*.yaml).
-    trained = {"causal": False, "depth": 1, "context": 3, "rank": 4} if kind == "gainnet" else {}
+    trained = {"causal": False, "depth": 1, "context": 3, "rank": 16} if kind == "gainnet" else {}
     for name, parameter in inspect.signature(cls.__init__).parameters.items():
         if name == "self":
             continue
