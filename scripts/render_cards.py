@@ -62,14 +62,8 @@ def card(name: str, entry: dict) -> str:
         f"RTF {entry['rtf_one_thread']:.4f} on one thread (evaluate, clip by clip) |",
         f"| fixed test set ({fixed['all']['n']} demo mixtures, {len(types)} noise families) | "
         f"{_scores(fixed['all'])} |",
-        *(
-            [
-                f"| espeak-ng test speakers, training voices and languages "
-                f"({entry['corpus_test']['n']} clips) | {_scores(entry['corpus_test'])} |"
-            ]
-            if "corpus_test" in entry
-            else []
-        ),
+        f"| espeak-ng test speakers, training voices and languages "
+        f"({entry['corpus_test']['n']} clips) | {_scores(entry['corpus_test'])} |",
         f"| held-out espeak-ng voices and languages ({voices['n']} clips) | {_scores(voices)} |",
         f"| licence | {entry['licence']} |",
         "",
