@@ -56,6 +56,9 @@ ROWS: dict[str, list[str]] = {
     "rank4-recurrent-causal": ["layer.rank=4", _MEMORY, _CAUSAL],  # causal, with memory
     "rank16": ["layer.rank=16"],  # today's default
     "rank16-causal": ["layer.rank=16", _CAUSAL],
+    # loss.spectral=1 above is too light to matter (its gradient is about 1/125 of SI-SDR's).
+    "rank16-spectral": ["layer.rank=16", "loss.spectral=50"],
+    "rank16-speed": ["layer.rank=16", "data.speed_range=[0.9,1.1]"],  # speed-perturbed speech
 }
 
 HELD_OUT_FAMILIES = ("instruments", "modulated")

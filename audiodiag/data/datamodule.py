@@ -40,6 +40,7 @@ from audiodiag.data.mixer import Mixer
 from audiodiag.data.noise import NoiseSource
 from audiodiag.data.noise_bank import BANK_TYPES_EXCLUDED, NoiseBank
 from audiodiag.data.speech import SPLITS, SpeechSource, Utterance
+from audiodiag.data.speed import SpeedPerturb
 
 __all__ = [
     "AudioStore",
@@ -307,7 +308,8 @@ class MixtureDataset(Dataset):
     of the bank instead of a per-item synthesis. With ``batched`` an item is only the recipe:
     the clean crop, the bank row and offset (or a recording's crop), the SNR and gain; the
     DataModule mixes the batch on the training device
-    (:meth:`NoisySpeechDataModule.mix_batch`), with the same result as the per-item path.
+    (:meth:`NoisySpeechDataModule.mix_batch`), with the same result as the per-item path. With a
+    ``speed`` (training only) each crop is played at a random speed before mixing.
     """
 
     def __init__(
@@ -321,6 +323,7 @@ class MixtureDataset(Dataset):
         seed: int = 0,
         bank: NoiseBank | None = None,
         batched: bool = False,
+        speed: SpeedPerturb | None = None,
     ) -> None:
         if not utterances:
             raise ValueError(
@@ -339,6 +342,7 @@ class MixtureDataset(Dataset):
         self.seed = int(seed)
         self.bank = bank
         self.batched = bool(batched)
+        self.speed = speed
         self.order = np.random.default_rng([self.seed, 104729, _SPLIT_CODE[split]]).permutation(
             len(self.utterances)
         )
@@ -351,15 +355,19 @@ class MixtureDataset(Dataset):
     ) -> tuple[Utterance, torch.Tensor, int]:
         """Crop the utterance at ``position`` of the order, or the next readable one."""
         n = len(self.utterances)
+        segment = self.mixer.segment_samples
+        # No draw without speed perturbation, so the other draws stay what they were.
+        factor = self.speed.draw(rng) if self.speed is not None else 1.0
+        need = SpeedPerturb.samples_needed(segment, factor)
         for step in range(n):
             utterance = self.utterances[int(self.order[(position + step) % n])]
             total = self.store.length(utterance.path)
             if total is None:
                 continue
-            start = self.mixer.crop_start(total, rng)
-            piece = self.store.piece(utterance.path, start, self.mixer.segment_samples)
+            start = self.mixer.crop_start(total, rng, need)
+            piece = self.store.piece(utterance.path, start, need)
             if piece is not None:
-                clean, length = self.mixer.pad(piece)
+                clean, length = self.mixer.pad(SpeedPerturb.apply(piece, factor))
                 return utterance, clean, length
         raise RuntimeError(
             f"no readable audio file in the '{self.split}' split ({n} file(s) tried, e.g. "
@@ -497,6 +505,9 @@ class NoisySpeechDataModule(L.LightningDataModule):
             batch's ``length`` gives their true length.
         snr_db_range: SNR drawn uniformly per mixture (dB).
         gain_db_range: optional random overall gain (dB) on noisy and clean together.
+        speed_range: optional ``[low, high]`` speed factor drawn per training crop
+            (:class:`~audiodiag.data.speed.SpeedPerturb`: pitch and formants move with it);
+            validation and test speech is never perturbed.
         batch_size, num_workers, pin_memory: DataLoader settings.
         seed: fixes validation/test mixtures and the sequence of training mixtures.
         train_mixtures_per_epoch: None = one per training utterance.
@@ -528,6 +539,7 @@ class NoisySpeechDataModule(L.LightningDataModule):
         segment_seconds: float = 2.0,
         snr_db_range: Sequence[float] = (-5.0, 15.0),
         gain_db_range: Sequence[float] | None = None,
+        speed_range: Sequence[float] | None = None,
         batch_size: int = 16,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -567,6 +579,7 @@ class NoisySpeechDataModule(L.LightningDataModule):
             gain_db_range=tuple(gain_db_range) if gain_db_range is not None else None,
             peak_limit=peak_limit,
         )
+        self.speed = SpeedPerturb(speed_range) if speed_range is not None else None
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
@@ -675,6 +688,7 @@ class NoisySpeechDataModule(L.LightningDataModule):
                 seed=self.seed,
                 bank=self.bank,
                 batched=self.mix_on_device is True and split == "train",
+                speed=self.speed if split == "train" else None,
             )
         log.info(
             "data: %s",

@@ -87,10 +87,11 @@ class Mixer:
             raise ValueError(f"{name}={list(values)} must be [low, high] with finite low <= high")
         return pair[0], pair[1]
 
-    def crop_start(self, total: int, rng: np.random.Generator) -> int:
-        """Where a random crop of a ``total``-sample utterance starts (0 when it is shorter than
-        the segment and gets padded). The one draw every crop makes, read or cached."""
-        n = self.segment_samples
+    def crop_start(self, total: int, rng: np.random.Generator, need: int | None = None) -> int:
+        """Where a random crop of ``need`` samples (default: the segment) of a ``total``-sample
+        utterance starts (0 when it is shorter and gets padded). The one draw every crop makes,
+        read or cached."""
+        n = self.segment_samples if need is None else int(need)
         return int(rng.integers(0, total - n + 1)) if total >= n else 0
 
     def pad(self, piece: torch.Tensor) -> tuple[torch.Tensor, int]:
