@@ -53,7 +53,7 @@ ROWS: dict[str, list[str]] = {
     "recurrent-spectral-causal": [_RANK0, _MEMORY, _SPECTRAL, _CAUSAL],
     "rank4": ["layer.rank=4"],
     "rank4-causal": ["layer.rank=4", _CAUSAL],
-    "rank4-recurrent-causal": ["layer.rank=4", _MEMORY, _CAUSAL],  # causal, with memory
+    "rank4-recurrent-causal": ["layer.rank=4", _MEMORY, _CAUSAL],
     "rank16": ["layer.rank=16"],  # today's default
     "rank16-causal": ["layer.rank=16", _CAUSAL],
     # loss.spectral=1 above is too light to matter (its gradient is about 1/125 of SI-SDR's).

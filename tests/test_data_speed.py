@@ -59,7 +59,7 @@ def test_only_training_speech_is_perturbed(demo_root):
     train_fast = _collect(fast.train_dataloader())
     assert train_fast["clean"].shape == train_plain["clean"].shape
     assert not torch.allclose(train_fast["clean"], train_plain["clean"])
-    # Same utterances, same order; the perturbed clean speech is higher in pitch.
+    # Same utterances in the same order, only their speed differs (pitch: the test above).
     assert train_fast["source_id"] == train_plain["source_id"]
     for split in ("val", "test"):
         a = _collect(getattr(plain, f"{split}_dataloader")())
