@@ -5,18 +5,23 @@ Speakers are espeak-ng voice + variant combinations, each at its own base pitch 
 (3,120 utterances, about 1.8 h) split *by speaker* into train/valid/test folders, and a separate
 ``heldout_voices`` set whose espeak-ng variants AND languages/accents never occur in training
 (two English accents plus German, Spanish and French with sentences in those languages) for the
-unheard-voice check. Sentences come from this script's own grammar (no third-party text) and
-none equals a sentence of the demo corpus.
+unheard-voice check, and a ``blind_voices`` set (default 18 speakers x 8 sentences) of the
+espeak-ng variants that nothing else uses, in the held-out languages: a second unheard check,
+kept blind (``--blind-only`` adds it to an existing corpus and changes nothing else). Sentences
+come from this script's own grammar (no third-party text) and none equals a sentence of the demo
+corpus.
 
 Layout (``folder``-compatible: split folders, one folder per speaker)::
 
     OUT/train/<speaker>/<speaker>_<nnnn>.flac     OUT/valid/...     OUT/test/...
     OUT/metadata.csv           path,speaker,voice,language,variant,pitch,speed,text,split
     OUT/heldout_voices/test/<speaker>/...  +  OUT/heldout_voices/metadata.csv
+    OUT/blind_voices/test/<speaker>/...    +  OUT/blind_voices/metadata.csv
 
 Train on it with ``data=folder data.speech.root=OUT`` (the split folders define the splits and
 the parent folder the speaker) or ``data=demo data.speech.root=OUT`` (reads ``metadata.csv``);
-score unheard voices with ``data.speech.root=OUT/heldout_voices`` (a test split only).
+score unheard voices with ``data.speech.root=OUT/heldout_voices`` (or ``OUT/blind_voices``; a
+test split only).
 
 Synthesis runs in a process pool; only this script needs espeak-ng
 (``apt-get install -y espeak-ng``). Deterministic for a seed and espeak-ng version; rerunning
@@ -51,6 +56,7 @@ from audiodiag.paths import DATA_DIR, DEMO_CORPUS_DIR  # noqa: E402
 SAMPLE_RATE = demo.SAMPLE_RATE
 SPLITS = ("train", "valid", "test")
 HELDOUT_DIR = "heldout_voices"
+BLIND_DIR = "blind_voices"
 FIELDS = ("path", "speaker", "voice", "language", "variant", "pitch", "speed", "text", "split")
 
 # espeak-ng language names for training. British English is "en": espeak-ng 1.51 ignores the
@@ -79,6 +85,14 @@ HELDOUT_LANGUAGES: tuple[str, ...] = ("en-gb-x-rp", "en-gb-x-gbcwmd", "de", "es"
 HELDOUT_VARIANTS: tuple[str, ...] = (
     "m7", "m8", "f5", "klatt4", "aunty", "grandma", "edward", "michel", "norbert", "quincy",
     "travis", "victor", "zac", "shelby", "rob", "iven",
+)  # fmt: skip
+# A second unheard set, in the held-out languages, from the variants that nothing else uses:
+# never trained on and never looked at when the held-out voices were diagnosed (README,
+# "Pretrained models"), so it stays a blind check. iven2-4 are iven's siblings (its tone, less
+# voicing), RicishayMax* speak with an echo, klatt5/6 and edward2 are other Klatt voices.
+BLIND_VARIANTS: tuple[str, ...] = (
+    "edward2", "iven2", "iven3", "iven4", "klatt5", "klatt6",
+    "RicishayMax", "RicishayMax2", "RicishayMax3",
 )  # fmt: skip
 
 
@@ -203,6 +217,8 @@ def make_sentences(
         if text not in seen:
             seen.add(text)
             out.append(text)
+    if len(out) == count:
+        return out
     raise RuntimeError(f"could not compose {count} distinct '{language}' sentences")
 
 
@@ -250,6 +266,26 @@ def make_speakers(
             )
         )
     return speakers
+
+
+def make_blind_speakers(count: int, rng: random.Random) -> list[Speaker]:
+    """Speakers of the blind set: BLIND_VARIANTS in the held-out languages, every variant as
+    often as every other (speaker ``i`` has variant ``i % 9`` and language ``i % 5``; the counts
+    are coprime, so no pair repeats)."""
+    limit = len(HELDOUT_LANGUAGES) * len(BLIND_VARIANTS)
+    if count > limit:
+        raise ValueError(f"at most {limit} blind speakers")
+    return [
+        Speaker(
+            f"b{i + 1:03d}",
+            HELDOUT_LANGUAGES[i % len(HELDOUT_LANGUAGES)],
+            BLIND_VARIANTS[i % len(BLIND_VARIANTS)],
+            rng.randint(30, 75),
+            rng.randint(140, 195),
+            "blind",
+        )
+        for i in range(count)
+    ]
 
 
 def split_counts(n_speakers: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> tuple[int, ...]:
@@ -304,7 +340,7 @@ def _synthesise_one(job: dict[str, object]) -> float:
 
 def _clean_out_dir(out: Path) -> None:
     """Remove a previous corpus (only what this script writes) so reruns replace it exactly."""
-    for name in (*SPLITS, HELDOUT_DIR):
+    for name in (*SPLITS, HELDOUT_DIR, BLIND_DIR):
         if (out / name).is_dir():
             shutil.rmtree(out / name)
     if (out / "metadata.csv").exists():
@@ -318,6 +354,96 @@ def _write_metadata(path: Path, rows: list[dict[str, object]]) -> None:
         writer.writerows(rows)
 
 
+def _utterances(
+    spk: Speaker,
+    count: int,
+    texts: list[str],
+    base: Path,
+    rng: random.Random,
+    rms_db: float,
+    rms_jitter_db: float,
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Synthesis jobs and metadata rows of ``count`` utterances of ``spk`` (texts popped from
+    ``texts``), each with its own jitter of speed, pitch and level; held-out and blind speakers
+    go to the ``test`` split of their set."""
+    split = spk.split if spk.split in SPLITS else "test"
+    jobs, rows = [], []
+    for u in range(count):
+        text = texts.pop()
+        speed = spk.speed + rng.randint(-20, 20)
+        pitch = min(99, max(0, spk.pitch + rng.randint(-4, 4)))
+        level = rms_db + rng.uniform(-rms_jitter_db, rms_jitter_db)
+        rel = f"{split}/{spk.speaker_id}/{spk.speaker_id}_{u:04d}.flac"
+        jobs.append(
+            {"text": text, "voice": spk.voice, "speed": speed, "pitch": pitch,
+             "level_db": level, "file": str(base / rel)}
+        )  # fmt: skip
+        rows.append(
+            {"path": rel, "speaker": spk.speaker_id, "voice": spk.voice,
+             "language": spk.language, "variant": spk.variant, "pitch": pitch,
+             "speed": speed, "text": text, "split": split}
+        )  # fmt: skip
+    return jobs, rows
+
+
+def _synthesise_all(jobs: list[dict[str, object]], voices: list[str], workers: int) -> list[float]:
+    """Check that espeak-ng honours every voice's variant, then synthesise every job in a process
+    pool; returns each utterance's seconds."""
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
+        ignored = [v for v in pool.map(_variant_ignored, voices) if v is not None]
+        if ignored:
+            raise SystemExit(f"espeak-ng ignored the variant of voices {ignored}; change them")
+        return pool.map(_synthesise_one, jobs, chunksize=8)
+
+
+def build_blind(
+    out: Path,
+    speakers: int = 18,
+    per_speaker: int = 8,
+    seed: int = 0,
+    workers: int | None = None,
+    rms_db: float = -26.0,
+    rms_jitter_db: float = 2.0,
+) -> dict[str, object]:
+    """(Re)write only ``out/blind_voices`` (BLIND_VARIANTS in the held-out languages), with its
+    own random stream: the rest of the corpus stays as it is, and English sentences avoid the
+    demo corpus and every sentence already in ``out``."""
+    rng = random.Random(f"blind-{seed}")
+    cast = make_blind_speakers(speakers, rng)
+    used = demo_sentences()
+    for table in (out / "metadata.csv", out / HELDOUT_DIR / "metadata.csv"):
+        if table.is_file():
+            with open(table, newline="", encoding="utf-8") as handle:
+                used.update(row["text"] for row in csv.DictReader(handle))
+    texts = {}
+    for lang in HELDOUT_LANGUAGES:
+        count = per_speaker * sum(s.language == lang for s in cast)
+        texts[lang] = make_sentences(count, rng, lang if lang in _FOREIGN else "en", used)
+        used.update(texts[lang])
+    jobs: list[dict[str, object]] = []
+    rows: list[dict[str, object]] = []
+    for spk in cast:
+        more_jobs, more_rows = _utterances(
+            spk, per_speaker, texts[spk.language], out / BLIND_DIR, rng, rms_db, rms_jitter_db
+        )
+        jobs += more_jobs
+        rows += more_rows
+    if (out / BLIND_DIR).is_dir():
+        shutil.rmtree(out / BLIND_DIR)
+    seconds = _synthesise_all(
+        jobs, sorted({s.voice for s in cast}), workers or max(1, multiprocessing.cpu_count())
+    )
+    _write_metadata(out / BLIND_DIR / "metadata.csv", rows)
+    stats = {"blind_utterances": len(rows), "blind_speakers": speakers,
+             "blind_hours": sum(seconds) / 3600}  # fmt: skip
+    print(
+        f"wrote {len(rows)} blind utterances ({stats['blind_hours']:.2f} h) from {speakers} "
+        f"speakers to {out / BLIND_DIR}",
+        file=sys.stderr,
+    )
+    return stats
+
+
 def build(
     out: Path,
     speakers: int = 120,
@@ -328,6 +454,8 @@ def build(
     workers: int | None = None,
     rms_db: float = -26.0,
     rms_jitter_db: float = 2.0,
+    blind_speakers: int = 18,
+    blind_per_speaker: int = 8,
 ) -> dict[str, object]:
     """Synthesise the corpus into ``out``; return counts and timings."""
     started = time.perf_counter()
@@ -356,36 +484,28 @@ def build(
     rows: dict[bool, list[dict[str, object]]] = {False: [], True: []}
     for spk in cast:
         held = spk.split == "heldout"
-        n = heldout_per_speaker if held else per_speaker
-        pool_texts = foreign[spk.language] if spk.language in _FOREIGN else english
-        base = out / HELDOUT_DIR if held else out
-        split = "test" if held else spk.split
-        for u in range(n):
-            text = pool_texts.pop()
-            speed = spk.speed + rng.randint(-20, 20)
-            pitch = min(99, max(0, spk.pitch + rng.randint(-4, 4)))
-            level = rms_db + rng.uniform(-rms_jitter_db, rms_jitter_db)
-            rel = f"{split}/{spk.speaker_id}/{spk.speaker_id}_{u:04d}.flac"
-            jobs.append(
-                {"text": text, "voice": spk.voice, "speed": speed, "pitch": pitch,
-                 "level_db": level, "file": str(base / rel)}
-            )  # fmt: skip
-            rows[held].append(
-                {"path": rel, "speaker": spk.speaker_id, "voice": spk.voice,
-                 "language": spk.language, "variant": spk.variant, "pitch": pitch,
-                 "speed": speed, "text": text, "split": split}
-            )  # fmt: skip
+        more_jobs, more_rows = _utterances(
+            spk,
+            heldout_per_speaker if held else per_speaker,
+            foreign[spk.language] if spk.language in _FOREIGN else english,
+            out / HELDOUT_DIR if held else out,
+            rng,
+            rms_db,
+            rms_jitter_db,
+        )
+        jobs += more_jobs
+        rows[held] += more_rows
     out.mkdir(parents=True, exist_ok=True)
     _clean_out_dir(out)
-    with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
-        voices = sorted({s.voice for s in cast})
-        ignored = [v for v in pool.map(_variant_ignored, voices) if v is not None]
-        if ignored:
-            raise SystemExit(f"espeak-ng ignored the variant of voices {ignored}; change them")
-        seconds = pool.map(_synthesise_one, jobs, chunksize=8)
+    seconds = _synthesise_all(jobs, sorted({s.voice for s in cast}), workers)
     _write_metadata(out / "metadata.csv", rows[False])
     (out / HELDOUT_DIR).mkdir(exist_ok=True)
     _write_metadata(out / HELDOUT_DIR / "metadata.csv", rows[True])
+    blind = (
+        build_blind(out, blind_speakers, blind_per_speaker, seed, workers, rms_db, rms_jitter_db)
+        if blind_speakers
+        else {}
+    )
     elapsed = time.perf_counter() - started
     n_train_rows = len(rows[False])
     stats = {
@@ -397,6 +517,7 @@ def build(
         "heldout_speakers": heldout_speakers,
         "heldout_hours": sum(seconds[n_train_rows:]) / 3600,
         "bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
+        **blind,
         "seconds": elapsed,
         "workers": workers,
     }
@@ -422,15 +543,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-speaker", type=int, default=26, help="utterances per speaker")
     parser.add_argument("--heldout-speakers", type=int, default=20)
     parser.add_argument("--heldout-per-speaker", type=int, default=12)
+    parser.add_argument("--blind-speakers", type=int, default=18, help="0: no blind set")
+    parser.add_argument("--blind-per-speaker", type=int, default=8)
+    parser.add_argument(
+        "--blind-only",
+        action="store_true",
+        help="(re)write only the blind set of an existing corpus in --out",
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    for name in ("speakers", "per_speaker", "heldout_speakers", "heldout_per_speaker"):
+    for name in ("speakers", "per_speaker", "heldout_speakers", "heldout_per_speaker",
+                 "blind_per_speaker"):  # fmt: skip
         if getattr(args, name) < (3 if name == "speakers" else 1):
             parser.error(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
+    if args.blind_only:
+        if not (args.out / "metadata.csv").is_file():
+            parser.error(f"--blind-only: {args.out} holds no corpus (no metadata.csv)")
+        if args.blind_speakers < 1:
+            parser.error("--blind-only needs --blind-speakers >= 1")
+        build_blind(args.out, args.blind_speakers, args.blind_per_speaker, args.seed, args.workers)
+        return
     build(
         args.out, args.speakers, args.per_speaker, args.heldout_speakers,
         args.heldout_per_speaker, args.seed, args.workers,
+        blind_speakers=args.blind_speakers, blind_per_speaker=args.blind_per_speaker,
     )  # fmt: skip
 
 

@@ -65,6 +65,14 @@ def card(name: str, entry: dict) -> str:
         f"| espeak-ng test speakers, training voices and languages "
         f"({entry['corpus_test']['n']} clips) | {_scores(entry['corpus_test'])} |",
         f"| held-out espeak-ng voices and languages ({voices['n']} clips) | {_scores(voices)} |",
+        *(
+            [
+                f"| blind espeak-ng voices, in the held-out languages "
+                f"({entry['blind_voices']['n']} clips) | {_scores(entry['blind_voices'])} |"
+            ]
+            if "blind_voices" in entry
+            else []
+        ),
         f"| licence | {entry['licence']} |",
         "",
         "| SI-SDRi (dB) | " + " | ".join(columns) + " |",

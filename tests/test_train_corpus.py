@@ -51,6 +51,15 @@ def test_speakers_hold_languages_and_variants_out() -> None:
     assert len(held) == 20 and {s.language for s in held} == set(corpus.HELDOUT_LANGUAGES)
     assert not {s.language for s in held} & {s.language for s in train}
     assert not {s.variant for s in held} & {s.variant for s in train}
+    # The blind set: variants used nowhere else, each equally often, in the held-out languages.
+    blind = corpus.make_blind_speakers(18, random.Random(0))
+    variants = [s.variant for s in blind]
+    assert {variants.count(v) for v in corpus.BLIND_VARIANTS} == {2}
+    assert len({(s.language, s.variant) for s in blind}) == 18
+    assert {s.language for s in blind} == set(corpus.HELDOUT_LANGUAGES)
+    assert not set(variants) & {s.variant for s in cast}
+    with pytest.raises(ValueError, match="at most 45 blind speakers"):
+        corpus.make_blind_speakers(46, random.Random(0))
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -58,8 +67,10 @@ def test_small_corpus_layout_and_disjoint_speakers(tmp_path: Path) -> None:
     corpus = _load()
     out = tmp_path / "corpus"
     stats = corpus.build(out, speakers=5, per_speaker=2, heldout_speakers=5,
-                         heldout_per_speaker=1, workers=2)  # fmt: skip
+                         heldout_per_speaker=1, workers=2, blind_speakers=2,
+                         blind_per_speaker=1)  # fmt: skip
     assert stats["utterances"] == 10 and stats["heldout_utterances"] == 5
+    assert stats["blind_utterances"] == 2
     rows = _rows(out / "metadata.csv")
     held_rows = _rows(out / "heldout_voices" / "metadata.csv")
     assert list(rows[0]) == list(corpus.FIELDS)
@@ -83,3 +94,16 @@ def test_small_corpus_layout_and_disjoint_speakers(tmp_path: Path) -> None:
     assert not {r["language"] for r in held_rows} & {r["language"] for r in rows}
     assert not {r["variant"] for r in held_rows} & {r["variant"] for r in rows}
     assert not {r["text"] for r in rows + held_rows} & corpus.demo_sentences()
+    # The blind set: its own variants, held-out languages, sentences not used elsewhere.
+    blind_rows = _rows(out / "blind_voices" / "metadata.csv")
+    assert len(FolderSpeech(out / "blind_voices").utterances("test")) == 2
+    assert {r["language"] for r in blind_rows} <= set(corpus.HELDOUT_LANGUAGES)
+    assert not {r["variant"] for r in blind_rows} & {r["variant"] for r in rows + held_rows}
+    assert not {r["text"] for r in blind_rows} & {r["text"] for r in rows + held_rows}
+    # --blind-only rewrites that set alone: the rest of the corpus is untouched.
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "blind" not in str(p)}
+    corpus.main(["--out", str(out), "--blind-only", "--blind-speakers", "3",
+                 "--blind-per-speaker", "1", "--workers", "2"])  # fmt: skip
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "blind" not in str(p)}
+    assert after == before
+    assert len(_rows(out / "blind_voices" / "metadata.csv")) == 3
