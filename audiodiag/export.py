@@ -285,7 +285,11 @@ def export_torchscript(
     with atomic_write(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: text})
+            # Through a file object: given a path, TorchScript names the archive's root folder
+            # after the (random) temporary file, and the same model would never give the same
+            # bytes twice.
+            with open(tmp, "wb") as handle:
+                torch.jit.save(scripted, handle, _extra_files={METADATA_FILE: text})
             # Reload what was written, so a file that cannot be read back is never left behind.
             reloaded = torch.jit.load(str(tmp))
         check_export(reloaded, eager, rate, n_fft, causal=False, label="reloaded TorchScript file")

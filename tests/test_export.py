@@ -113,6 +113,14 @@ def test_other_layers_and_modes_export_equal(kwargs: dict, tmp_path: Path) -> No
         assert float((loaded(x) - net(x)).abs().max()) <= 1e-4
 
 
+def test_export_is_byte_reproducible(tmp_path: Path) -> None:
+    """The same model exports to the same bytes (the shipped files' sha256 can be reproduced)."""
+    net = GainNet(depth=1, context=2).eval()
+    export_torchscript(net, tmp_path / "a.pt")
+    export_torchscript(net, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
 def test_banded_net_exports_to_onnx_for_any_batch(tmp_path: Path) -> None:
     # A banded net computes with dense products; traced on one clip, their contiguous time
     # slices pinned the ONNX batch dimension to 1 (the export's batch-2 check caught it).
