@@ -285,9 +285,8 @@ def export_torchscript(
     with atomic_write(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            # Through a file object: given a path, TorchScript names the archive's root folder
-            # after the (random) temporary file, and the same model would never give the same
-            # bytes twice.
+            # Through a file object: given a path, the archive's root folder is named after the
+            # (random) temporary file, and the same model would never give the same bytes twice.
             with open(tmp, "wb") as handle:
                 torch.jit.save(scripted, handle, _extra_files={METADATA_FILE: text})
             # Reload what was written, so a file that cannot be read back is never left behind.
@@ -354,7 +353,8 @@ def export_program(
     label = "torch.export program"
     diffs = check_export(program.module(), eager, rate, n_fft, causal=False, label=label)
     with atomic_write(path) as tmp:
-        torch.export.save(program, tmp, extra_files={METADATA_FILE: text})
+        with open(tmp, "wb") as handle:  # a file object, as for TorchScript: reproducible bytes
+            torch.export.save(program, handle, extra_files={METADATA_FILE: text})
         # Reload what was written, so a file that cannot be read back is never left behind.
         reloaded = torch.export.load(tmp).module()
         check_export(reloaded, eager, rate, n_fft, causal=False, label="reloaded .pt2 file")

@@ -557,6 +557,8 @@ def main(argv: list[str] | None = None) -> None:
                  "blind_per_speaker"):  # fmt: skip
         if getattr(args, name) < (3 if name == "speakers" else 1):
             parser.error(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
+    if args.blind_speakers < 0:
+        parser.error(f"--blind-speakers must be >= 0 (0: no blind set), got {args.blind_speakers}")
     if args.blind_only:
         if not (args.out / "metadata.csv").is_file():
             parser.error(f"--blind-only: {args.out} holds no corpus (no metadata.csv)")

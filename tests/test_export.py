@@ -10,7 +10,7 @@ import pytest
 import torch
 from model_helpers import BLOCK_AUDIODIAG, run_standalone
 
-from audiodiag.export import ExportError, export_onnx, export_torchscript, main
+from audiodiag.export import ExportError, export_onnx, export_program, export_torchscript, main
 from audiodiag.loading import load_checkpoint
 from audiodiag.model import GainNet
 
@@ -113,12 +113,13 @@ def test_other_layers_and_modes_export_equal(kwargs: dict, tmp_path: Path) -> No
         assert float((loaded(x) - net(x)).abs().max()) <= 1e-4
 
 
-def test_export_is_byte_reproducible(tmp_path: Path) -> None:
+@pytest.mark.parametrize("exporter, suffix", [(export_torchscript, "pt"), (export_program, "pt2")])
+def test_export_is_byte_reproducible(exporter, suffix: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The same model exports to the same bytes (the shipped files' sha256 can be reproduced)."""
     net = GainNet(depth=1, context=2).eval()
-    export_torchscript(net, tmp_path / "a.pt")
-    export_torchscript(net, tmp_path / "b.pt")
-    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    exporter(net, tmp_path / f"a.{suffix}")
+    exporter(net, tmp_path / f"b.{suffix}")
+    assert (tmp_path / f"a.{suffix}").read_bytes() == (tmp_path / f"b.{suffix}").read_bytes()
 
 
 def test_banded_net_exports_to_onnx_for_any_batch(tmp_path: Path) -> None:
