@@ -150,10 +150,13 @@ def espeak_version() -> str:
 
 
 def synthesise(
-    text: str, voice: str, speed: int, pitch: int, wav_path: Path
+    text: str, voice: str, speed: int, pitch: int, wav_path: Path, data_path: str | None = None
 ) -> tuple[np.ndarray, int]:
-    """Run espeak-ng into a temporary WAV (its stdout header has no valid length) and read it."""
+    """Run espeak-ng into a temporary WAV (its stdout header has no valid length) and read it;
+    ``data_path`` is the folder holding the ``espeak-ng-data`` to use (default: espeak-ng's)."""
     cmd = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(wav_path), text]
+    if data_path is not None:
+        cmd[1:1] = [f"--path={data_path}"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"espeak-ng failed for voice {voice!r}: {res.stderr.strip()}")

@@ -11,7 +11,7 @@ can be done in pieces), ``python -m audiodiag.export`` of its best checkpoint to
 ``audiodiag/models/NAME.pt``, then ``python -m audiodiag.evaluate`` on the fixed demo test
 mixtures (overall, by noise type and SNR, one thread for the real-time factor), on the
 corpus' test speakers (training voices and languages), its held-out voices and (where the
-corpus has them) its blind voices, the card
+corpus has them) its blind and young voices, the card
 in ``audiodiag/models/cards.json``, and the README's cards (``scripts/render_cards.py``).
 Nothing is edited by hand: rerunning this script reproduces the files and their cards.
 """
@@ -124,19 +124,20 @@ def make(name: str, args: argparse.Namespace) -> dict:
     corpus_test = evaluate(
         model, run_dir / "eval_corpus_test.json", "data=folder", f"data.speech.root={args.corpus}"
     )
-    # The blind voices (variants used nowhere else; make_train_corpus.py --blind-only adds them
-    # to an older corpus).
-    blind_root = args.corpus / "blind_voices"
-    blind = (
-        evaluate(
-            model,
-            run_dir / "eval_blind_voices.json",
-            "data=folder",
-            f"data.speech.root={blind_root}",
-        )
-        if blind_root.is_dir()
-        else None
-    )
+    # The blind voices (variants used nowhere else) and the child-like young voices, where the
+    # corpus has them (make_train_corpus.py --blind-only / --young-only adds them to an older one).
+    extra = {
+        f"{kind}_voices": group_scores(
+            evaluate(
+                model,
+                run_dir / f"eval_{kind}_voices.json",
+                "data=folder",
+                f"data.speech.root={args.corpus / f'{kind}_voices'}",
+            )
+        )["all"]
+        for kind in ("blind", "young")
+        if (args.corpus / f"{kind}_voices").is_dir()
+    }
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
@@ -162,7 +163,7 @@ def make(name: str, args: argparse.Namespace) -> dict:
         "fixed_test": group_scores(fixed),
         "heldout_voices": group_scores(voices)["all"],
         "corpus_test": group_scores(corpus_test)["all"],
-        **({"blind_voices": group_scores(blind)["all"]} if blind else {}),
+        **extra,
         "check": {"clips": CHECK_CLIPS, "si_sdri": group_scores(check)["all"]["si_sdri"]},
     }
 

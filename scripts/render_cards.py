@@ -24,6 +24,11 @@ from audiodiag.pretrained import CARDS_FILE  # noqa: E402
 
 BEGIN, END = "<!-- cards:begin -->", "<!-- cards:end -->"
 TITLES = {"causal": "causal, streams", "offline": "offline, whole file"}
+#: Rows for the unheard sets beyond the held-out voices, where a card has them.
+EXTRA_ROWS = {
+    "blind_voices": "blind espeak-ng voices",
+    "young_voices": "child-like voices (espeak-ng variants written by make_train_corpus.py)",
+}
 
 
 def _scores(entry: dict) -> str:
@@ -66,12 +71,10 @@ def card(name: str, entry: dict) -> str:
         f"({entry['corpus_test']['n']} clips) | {_scores(entry['corpus_test'])} |",
         f"| held-out espeak-ng voices and languages ({voices['n']} clips) | {_scores(voices)} |",
         *(
-            [
-                f"| blind espeak-ng voices, in the held-out languages "
-                f"({entry['blind_voices']['n']} clips) | {_scores(entry['blind_voices'])} |"
-            ]
-            if "blind_voices" in entry
-            else []
+            f"| {title}, in the held-out languages ({entry[key]['n']} clips) | "
+            f"{_scores(entry[key])} |"
+            for key, title in EXTRA_ROWS.items()
+            if key in entry
         ),
         f"| licence | {entry['licence']} |",
         "",

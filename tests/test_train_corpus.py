@@ -52,14 +52,34 @@ def test_speakers_hold_languages_and_variants_out() -> None:
     assert not {s.language for s in held} & {s.language for s in train}
     assert not {s.variant for s in held} & {s.variant for s in train}
     # The blind set: variants used nowhere else, each equally often, in the held-out languages.
-    blind = corpus.make_blind_speakers(18, random.Random(0))
+    blind = corpus.make_extra_speakers("blind", 18, random.Random(0))
     variants = [s.variant for s in blind]
     assert {variants.count(v) for v in corpus.BLIND_VARIANTS} == {2}
     assert len({(s.language, s.variant) for s in blind}) == 18
     assert {s.language for s in blind} == set(corpus.HELDOUT_LANGUAGES)
     assert not set(variants) & {s.variant for s in cast}
     with pytest.raises(ValueError, match="at most 45 blind speakers"):
-        corpus.make_blind_speakers(46, random.Random(0))
+        corpus.make_extra_speakers("blind", 46, random.Random(0))
+    # The young set: child-like variants this script writes, none an espeak-ng name.
+    young = corpus.make_extra_speakers("young", 12, random.Random(0))
+    assert {s.variant for s in young} == set(corpus.YOUNG_VARIANTS)
+    assert len({(s.language, s.variant) for s in young}) == 12
+    assert not {s.variant for s in young} & {s.variant for s in cast + blind}
+    with pytest.raises(ValueError, match="at most 30 young speakers"):
+        corpus.make_extra_speakers("young", 31, random.Random(0))
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_young_variants_change_the_voice(tmp_path: Path) -> None:
+    """The written variant files load: each renders differently from its bare language and
+    from every other young variant (espeak-ng falls back silently on a bad file)."""
+    corpus = _load()
+    data_path = str(corpus.write_young_variants(tmp_path))
+    renders = {
+        voice: corpus._render("A short probe sentence.", voice, data_path)
+        for voice in ("en-gb-x-rp", *(f"en-gb-x-rp+{name}" for name in corpus.YOUNG_VARIANTS))
+    }
+    assert len(set(renders.values())) == len(renders)
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -68,9 +88,9 @@ def test_small_corpus_layout_and_disjoint_speakers(tmp_path: Path) -> None:
     out = tmp_path / "corpus"
     stats = corpus.build(out, speakers=5, per_speaker=2, heldout_speakers=5,
                          heldout_per_speaker=1, workers=2, blind_speakers=2,
-                         blind_per_speaker=1)  # fmt: skip
+                         blind_per_speaker=1, young_speakers=2, young_per_speaker=1)  # fmt: skip
     assert stats["utterances"] == 10 and stats["heldout_utterances"] == 5
-    assert stats["blind_utterances"] == 2
+    assert stats["blind_utterances"] == 2 and stats["young_utterances"] == 2
     rows = _rows(out / "metadata.csv")
     held_rows = _rows(out / "heldout_voices" / "metadata.csv")
     assert list(rows[0]) == list(corpus.FIELDS)
@@ -100,6 +120,11 @@ def test_small_corpus_layout_and_disjoint_speakers(tmp_path: Path) -> None:
     assert {r["language"] for r in blind_rows} <= set(corpus.HELDOUT_LANGUAGES)
     assert not {r["variant"] for r in blind_rows} & {r["variant"] for r in rows + held_rows}
     assert not {r["text"] for r in blind_rows} & {r["text"] for r in rows + held_rows}
+    # The young set: likewise, its sentences avoid the blind set's too.
+    young_rows = _rows(out / "young_voices" / "metadata.csv")
+    assert len(FolderSpeech(out / "young_voices").utterances("test")) == 2
+    assert {r["variant"] for r in young_rows} <= set(corpus.YOUNG_VARIANTS)
+    assert not {r["text"] for r in young_rows} & {r["text"] for r in rows + held_rows + blind_rows}
     # --blind-only rewrites that set alone: the rest of the corpus is untouched.
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "blind" not in str(p)}
     corpus.main(["--out", str(out), "--blind-only", "--blind-speakers", "3",
@@ -107,3 +132,12 @@ def test_small_corpus_layout_and_disjoint_speakers(tmp_path: Path) -> None:
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "blind" not in str(p)}
     assert after == before
     assert len(_rows(out / "blind_voices" / "metadata.csv")) == 3
+    # --young-only likewise; a negative count is refused with the flag's name.
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "young" not in str(p)}
+    corpus.main(["--out", str(out), "--young-only", "--young-speakers", "1",
+                 "--young-per-speaker", "2", "--workers", "2"])  # fmt: skip
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "young" not in str(p)}
+    assert after == before
+    assert len(_rows(out / "young_voices" / "metadata.csv")) == 2
+    with pytest.raises(SystemExit):
+        corpus.main(["--out", str(out), "--young-speakers", "-1"])
