@@ -290,11 +290,11 @@ def make_speakers(
 
 def make_extra_speakers(kind: str, count: int, rng: random.Random) -> list[Speaker]:
     """Speakers of an EXTRA_SETS set: its variants in the held-out languages, every variant as
-    often as every other (speaker ``i`` has variant ``i % len(variants)`` and language ``i % 5``;
-    with coprime counts no pair repeats, otherwise the limit keeps pairs distinct)."""
+    often as every other (speaker ``i`` has variant ``i % len(variants)`` and language ``i % 5``:
+    no pair repeats before the least common multiple of the two counts)."""
     _, variants, prefix = EXTRA_SETS[kind]
     n_lang, n_var = len(HELDOUT_LANGUAGES), len(variants)
-    limit = n_lang * n_var if math.gcd(n_lang, n_var) == 1 else math.lcm(n_lang, n_var)
+    limit = math.lcm(n_lang, n_var)
     if count > limit:
         raise ValueError(f"at most {limit} {kind} speakers")
     return [
