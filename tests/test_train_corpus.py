@@ -83,7 +83,9 @@ def test_young_variants_change_the_voice(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
-def test_small_corpus_layout_and_disjoint_speakers(tmp_path: Path) -> None:
+def test_small_corpus_layout_and_disjoint_speakers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     corpus = _load()
     out = tmp_path / "corpus"
     stats = corpus.build(out, speakers=5, per_speaker=2, heldout_speakers=5,
@@ -125,19 +127,15 @@ def test_small_corpus_layout_and_disjoint_speakers(tmp_path: Path) -> None:
     assert len(FolderSpeech(out / "young_voices").utterances("test")) == 2
     assert {r["variant"] for r in young_rows} <= set(corpus.YOUNG_VARIANTS)
     assert not {r["text"] for r in young_rows} & {r["text"] for r in rows + held_rows + blind_rows}
-    # --blind-only rewrites that set alone: the rest of the corpus is untouched.
-    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "blind" not in str(p)}
-    corpus.main(["--out", str(out), "--blind-only", "--blind-speakers", "3",
-                 "--blind-per-speaker", "1", "--workers", "2"])  # fmt: skip
-    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "blind" not in str(p)}
-    assert after == before
-    assert len(_rows(out / "blind_voices" / "metadata.csv")) == 3
-    # --young-only likewise; a negative count is refused with the flag's name.
-    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "young" not in str(p)}
-    corpus.main(["--out", str(out), "--young-only", "--young-speakers", "1",
-                 "--young-per-speaker", "2", "--workers", "2"])  # fmt: skip
-    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "young" not in str(p)}
-    assert after == before
-    assert len(_rows(out / "young_voices" / "metadata.csv")) == 2
+    # --blind-only / --young-only rewrite that set alone: the rest of the corpus is untouched.
+    for kind, speakers, per_speaker in (("blind", 3, 1), ("young", 1, 2)):
+        before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and kind not in str(p)}
+        corpus.main(["--out", str(out), f"--{kind}-only", f"--{kind}-speakers", str(speakers),
+                     f"--{kind}-per-speaker", str(per_speaker), "--workers", "2"])  # fmt: skip
+        after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and kind not in str(p)}
+        assert after == before
+        assert len(_rows(out / f"{kind}_voices" / "metadata.csv")) == speakers * per_speaker
+    # A negative count is refused with the flag's name.
     with pytest.raises(SystemExit):
         corpus.main(["--out", str(out), "--young-speakers", "-1"])
+    assert "--young-speakers must be >= 0" in capsys.readouterr().err
