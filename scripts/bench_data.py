@@ -17,7 +17,9 @@ Three paths (``--paths``):
   that time is counted.
 
 Speech is read uncached (``cache_audio=false``: every crop reads its frames from the files)
-unless ``--cache``. For each setting the script takes one long epoch, skips the first batch
+unless ``--cache``. ``--reads file decoded`` runs every setting twice: crops decoded from the
+audio files, and crops cut from the corpus' decoded int16 copy (``data.decoded_cache=true``,
+built before timing; its build time is reported as ``setup_s``). For each setting the script takes one long epoch, skips the first batch
 (worker start-up, the noise bank, the manifest are reported apart) and times ``--repeats``
 windows of ``--batches`` batches; it prints the median and writes one JSON record per setting
 (``workers``, ``path``, ``mixtures_per_s``, the windows and the machine).
@@ -90,8 +92,8 @@ def _cpu_seconds() -> float:
         return 0.0
 
 
-def bench(path: str, workers: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Time the training loader of one DataModule (``path``, ``workers``)."""
+def bench(path: str, workers: int, reads: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Time the training loader of one DataModule (``path``, ``workers``, ``reads``)."""
     start = time.perf_counter()
     datamodule = NoisySpeechDataModule(
         _speech(args.data, args.root),
@@ -102,6 +104,7 @@ def bench(path: str, workers: int, args: argparse.Namespace) -> dict[str, Any]:
         train_mixtures_per_epoch=args.batch_size * (args.batches * args.repeats + 1),
         seed=0,
         cache_audio=args.cache,
+        decoded_cache=reads == "decoded",
         mix_on_device=path == "batch",
         noise_bank=path != "item",
     )
@@ -113,7 +116,7 @@ def bench(path: str, workers: int, args: argparse.Namespace) -> dict[str, Any]:
         if path != "batch":
             return batch["noisy"]
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        noisy = datamodule.mix_batch(moved)["noisy"]
+        noisy = datamodule.mix_batch(moved, device)["noisy"]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return noisy
@@ -137,6 +140,7 @@ def bench(path: str, workers: int, args: argparse.Namespace) -> dict[str, Any]:
         "data": args.data,
         "path": path,
         "workers": workers,
+        "reads": reads,
         "mixtures_per_s": statistics.median(windows),
         "windows_per_s": windows,
         # All processes' CPU time per mixture (workers' prefetching blurs window edges).
@@ -162,6 +166,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--root", default=None, help="dataset root (default: the source's)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
+    parser.add_argument(
+        "--reads",
+        nargs="+",
+        default=["file"],
+        choices=["file", "decoded"],
+        help="crops decoded from the files, or cut from the decoded cache",
+    )
     parser.add_argument("--batches", type=int, default=40, help="batches per timed window")
     parser.add_argument("--repeats", type=int, default=3, help="timed windows (median)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -176,7 +187,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         parser.error("--batches and --repeats must be >= 1")
     torch.set_num_threads(args.threads)
 
-    rows = [bench(p, w, args) for p in args.paths for w in args.workers]
+    rows = [bench(p, w, r, args) for r in args.reads for p in args.paths for w in args.workers]
     print(
         f"\n{args.data} ({'cached' if args.cache else 'uncached'}), {args.segment_seconds:g}-s "
         f"mixtures, batch {args.batch_size}, noise={args.noise}, median of {args.repeats} x "
@@ -184,13 +195,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         f"load average {os.getloadavg()[0]:.1f}"
     )
     print(
-        "\n| path | workers | mixtures/s | windows | CPU ms/mixture | first batch (s) | setup (s) |"
+        "\n| reads | path | workers | mixtures/s | windows | CPU ms/mixture | first batch (s) "
+        "| setup (s) |"
     )
-    print("|---|--:|--:|---|--:|--:|--:|")
+    print("|---|---|--:|--:|---|--:|--:|--:|")
     for row in rows:
         windows = " ".join(f"{w:.0f}" for w in row["windows_per_s"])
         print(
-            f"| {row['path']} | {row['workers']} | {row['mixtures_per_s']:.0f} | {windows} "
+            f"| {row['reads']} | {row['path']} | {row['workers']} | {row['mixtures_per_s']:.0f} | {windows} "
             f"| {row['cpu_ms_per_mixture']:.2f} "
             f"| {row['first_batch_s']:.2f} | {row['setup_s']:.2f} |"
         )

@@ -26,15 +26,17 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from audiodiag.audio import AudioDecodeError, load_mono, read_audio, resample, to_mono
+from audiodiag.data.decoded import DecodedCache
 from audiodiag.data.manifest import FileInfo, load_manifest
 from audiodiag.data.mixer import Mixer
 from audiodiag.data.noise import NoiseSource
@@ -184,6 +186,8 @@ class AudioStore:
         self.cache = bool(cache)
         self._cache: dict[str, torch.Tensor] = {}
         self._infos: dict[str, FileInfo] = {}
+        #: Decoded int16 copy of the corpus (``data.decoded_cache``): crops come from it.
+        self.decoded: DecodedCache | None = None
 
     def set_infos(self, infos: dict[str, FileInfo]) -> None:
         """Frames and rates of the files (from :func:`~audiodiag.data.manifest.load_manifest`)."""
@@ -218,6 +222,8 @@ class AudioStore:
         if self.cache or path in self._cache:
             waveform = self.load(path)
             return None if waveform is None else int(waveform.shape[-1])
+        if self.decoded is not None and path in self.decoded:
+            return self.decoded.length(path)
         info = self._infos.get(path)
         if info is None or self.bad_files.is_bad(path):
             return None
@@ -231,6 +237,8 @@ class AudioStore:
         if self.cache or path in self._cache:
             waveform = self.load(path)
             return None if waveform is None else waveform[start : start + num_samples]
+        if self.decoded is not None and path in self.decoded:
+            return self.decoded.piece(path, start, num_samples)
         info = self._infos.get(path)
         if info is None or self.bad_files.is_bad(path):
             return None
@@ -350,10 +358,17 @@ class MixtureDataset(Dataset):
     def __len__(self) -> int:
         return self.num_mixtures
 
+    @property
+    def sends_addresses(self) -> bool:
+        """Whether a recipe carries its speech crop's address in the decoded cache instead of
+        the samples (batched, decoded cache, no speed perturbation)."""
+        return self.batched and self.speed is None and self.store.decoded is not None
+
     def _crop_from(
         self, position: int, rng: np.random.Generator
-    ) -> tuple[Utterance, torch.Tensor, int]:
-        """Crop the utterance at ``position`` of the order, or the next readable one."""
+    ) -> tuple[Utterance, torch.Tensor | int, int]:
+        """Crop the utterance at ``position`` of the order, or the next readable one: the
+        utterance, the crop (or its address, see :attr:`sends_addresses`) and its length."""
         n = len(self.utterances)
         segment = self.mixer.segment_samples
         # No draw without speed perturbation, so the other draws stay what they were.
@@ -365,6 +380,11 @@ class MixtureDataset(Dataset):
             if total is None:
                 continue
             start = self.mixer.crop_start(total, rng, need)
+            if self.sends_addresses:
+                assert self.store.decoded is not None
+                found = self.store.decoded.address(utterance.path, start)
+                if found is not None:
+                    return utterance, found[0], min(found[1], segment)
             piece = self.store.piece(utterance.path, start, need)
             if piece is not None:
                 clean, length = self.mixer.pad(SpeedPerturb.apply(piece, factor))
@@ -442,9 +462,9 @@ class MixtureDataset(Dataset):
         snr_db = self.mixer.draw_snr_db(rng)
         gain_db = self.mixer.draw_gain_db(rng)
         if self.batched:
-            # Plain numbers: the collate makes one tensor per key (cheaper than one per item).
+            # Plain numbers: collate_recipes makes one array per key (cheap to send).
             item: dict[str, Any] = {
-                "clean": clean,
+                "clean_at" if isinstance(clean, int) else "clean": clean,
                 "length": length,
                 "snr_db": snr_db,
                 "gain_db": gain_db,
@@ -483,6 +503,25 @@ class MixtureDataset(Dataset):
         return _as_item(mixture, kind, utterance.source_id)
 
 
+def collate_recipes(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Collate recipe items (``mix_on_device``): tensors stacked, number columns as numpy arrays.
+
+    Every tensor a loader worker sends costs a shared-memory file and a file-descriptor
+    handshake with the main process (about 1 ms each on a 2-core machine); numpy arrays are
+    pickled by value. A recipe has six number columns, so this saves most of the transfer.
+    """
+    out: dict[str, Any] = {}
+    for key, first in items[0].items():
+        values = [item[key] for item in items]
+        if isinstance(first, torch.Tensor):
+            out[key] = default_collate(values)
+        elif isinstance(first, (int, float)):
+            out[key] = np.asarray(values)
+        else:
+            out[key] = values
+    return out
+
+
 def _as_item(mixture: Any, kind: str, source_id: str) -> dict[str, Any]:
     return {
         "noisy": mixture.noisy.float(),
@@ -514,6 +553,13 @@ class NoisySpeechDataModule(L.LightningDataModule):
         val_mixtures / test_mixtures: fixed counts (None = one per utterance of the split).
         on_bad_file: ``skip`` (warn, count, use the next file) or ``raise``.
         cache_audio: keep decoded speech in memory; None = when the files total <= 64 MB.
+        decoded_cache: for speech read per crop (not cached in memory): decode the used files
+            once into an int16 copy on local disk (:class:`~audiodiag.data.decoded.DecodedCache`,
+            about twice the FLAC size) and cut crops from it instead of decoding each crop.
+            With ``mix_on_device`` the loader then sends each crop's address and the training
+            process reads the batch from the copy (cheaper than moving samples between
+            processes). ``decoded_cache_dir``: where (default: beside the data, else the user
+            cache).
         peak_limit: anti-clipping threshold (see :class:`~audiodiag.data.mixer.Mixer`).
         persistent_workers: keep workers alive between epochs (only with ``num_workers > 0``).
         mix_on_device: ``true``: the training loader returns clean crops and noise recipes,
@@ -549,6 +595,8 @@ class NoisySpeechDataModule(L.LightningDataModule):
         test_mixtures: int | None = 128,
         on_bad_file: str = "skip",
         cache_audio: bool | None = None,
+        decoded_cache: bool = False,
+        decoded_cache_dir: str | None = None,
         peak_limit: float = 0.99,
         persistent_workers: bool = True,
         mix_on_device: bool | str = False,
@@ -589,6 +637,10 @@ class NoisySpeechDataModule(L.LightningDataModule):
         self.val_mixtures = val_mixtures
         self.test_mixtures = test_mixtures
         self.cache_audio = cache_audio
+        self.decoded_cache = bool(decoded_cache)
+        self.decoded_cache_dir = (
+            Path(decoded_cache_dir).expanduser() if decoded_cache_dir not in (None, "") else None
+        )
         self.bad_files = BadFileLog(on_bad_file)
         if mix_on_device not in (True, False, "auto"):
             raise ValueError(
@@ -655,14 +707,26 @@ class NoisySpeechDataModule(L.LightningDataModule):
             listed = [u for split in splits for u in utterances[split]]
             if self.speech.root is None:
                 raise ValueError(f"{self.speech!r} has no root folder for its manifest")
-            self.store.set_infos(
-                load_manifest(
-                    self.speech.root,
-                    [u.path for u in listed],
-                    [u.speaker for u in listed],
-                    report_bad=self.bad_files.report,
-                )
+            infos = load_manifest(
+                self.speech.root,
+                [u.path for u in listed],
+                [u.speaker for u in listed],
+                report_bad=self.bad_files.report,
             )
+            self.store.set_infos(infos)
+            if self.decoded_cache:
+                if self.store.decoded is None:
+                    self.store.decoded = DecodedCache(
+                        self.speech.root, self.sample_rate, self.decoded_cache_dir
+                    )
+                try:
+                    self.store.decoded.sync(list(infos), self.store.load)
+                except OSError as error:
+                    raise OSError(
+                        f"cannot write the decoded cache in '{self.store.decoded.location}': "
+                        f"{error.strerror or error}; set data.decoded_cache_dir to a writable "
+                        "folder with room for about twice the corpus, or data.decoded_cache=false"
+                    ) from error
         counts = {
             "train": self.train_mixtures_per_epoch,
             "valid": self.val_mixtures,
@@ -706,9 +770,11 @@ class NoisySpeechDataModule(L.LightningDataModule):
         if split not in self.datasets:
             self.setup({"train": "fit", "valid": "validate", "test": "test"}[split])
         workers = self.num_workers
+        dataset = self.datasets[split]
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size,
+            collate_fn=collate_recipes if dataset.batched else None,
             sampler=sampler,
             shuffle=False,
             num_workers=workers,
@@ -776,28 +842,42 @@ class NoisySpeechDataModule(L.LightningDataModule):
             return self.mix_batch(batch)
         return batch
 
-    def mix_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Turn a training recipe batch into (noisy, clean) on the batch's device: gather the
-        noise from the bank (or take the recordings' crops), then :meth:`Mixer.mix_batch`."""
+    def mix_batch(
+        self, batch: dict[str, Any], device: torch.device | str | None = None
+    ) -> dict[str, Any]:
+        """Turn a training recipe batch into (noisy, clean) on the batch's device: the noise
+        from the bank (or the recordings' crops), then :meth:`Mixer.mix_batch`. A batch of
+        speech addresses (decoded cache) is read here and moved to ``device`` (default: the
+        trainer's device, else the CPU)."""
         if self.bank is None or "train" not in self.datasets:
             raise RuntimeError("mix_batch needs data.mix_on_device=true/auto and setup('fit')")
-        clean = batch["clean"]
-        device = clean.device
+        if "clean_at" in batch:  # addresses in the decoded cache: read here, then move
+            assert self.store is not None and self.store.decoded is not None
+            clean = self.store.decoded.crops(
+                batch["clean_at"], batch["length"], self.mixer.segment_samples
+            )
+            if device is None:
+                trainer = getattr(self, "trainer", None)
+                device = trainer.strategy.root_device if trainer is not None else clean.device
+            clean = clean.to(device)
+        else:
+            clean = batch["clean"]
+            device = clean.device
 
         def column(key: str, dtype: torch.dtype) -> torch.Tensor:
             return torch.as_tensor(batch[key], dtype=dtype, device=device)
 
         rows, epochs = column("noise_row", torch.int64), column("epoch", torch.int64)
         lengths = column("length", torch.int64)
-        noise = self.bank.gather(
+        # Views into the bank (no copy); a folder recording's crop travels in the batch.
+        views = self.bank.windows(
             "train",
             epochs,
             rows,
             column("noise_offset", torch.int64),
             self.datasets["train"].bank_speech,
         )
-        if "noise" in batch:
-            noise = torch.where((rows < 0)[:, None], batch["noise"].to(noise.dtype), noise)
+        noise = [batch["noise"][i] if v is None else v for i, v in enumerate(views)]
         mixed = self.mixer.mix_batch(
             clean,
             lengths,

@@ -142,6 +142,9 @@ class NoiseSource:
         self.types = tuple(active)
         total = sum(active.values())
         self.probabilities = np.array([active[t] / total for t in self.types])
+        # What Generator.choice(p=...) computes on every call (the same single draw).
+        self._cdf = np.cumsum(self.probabilities)
+        self._cdf /= self._cdf[-1]
         self.folder = Path(folder).expanduser() if folder not in (None, "", "???") else None
         self.split_folder = bool(split_folder)
         self.recordings = (
@@ -305,7 +308,8 @@ class NoiseSource:
         """Pick a noise type by weight."""
         if len(self.types) == 1:
             return self.types[0]
-        return self.types[int(rng.choice(len(self.types), p=self.probabilities))]
+        # Same draw and result as rng.choice(len(types), p=probabilities), at a tenth the cost.
+        return self.types[int(self._cdf.searchsorted(rng.random(), side="right"))]
 
     def generate(
         self,

@@ -114,6 +114,35 @@ class NoiseBank:
         """One mixture's noise from a bank (CPU path)."""
         return bank[row, offset : offset + self.segment_samples]
 
+    def windows(
+        self,
+        split: str,
+        epochs: torch.Tensor,
+        rows: torch.Tensor,
+        offsets: torch.Tensor,
+        draw_speech: DrawSpeech | None = None,
+    ) -> list[torch.Tensor | None]:
+        """The noise of a batch as B views of ``segment_samples`` into the bank kept on the
+        device of ``rows`` (no copy); None where the row is < 0 (a folder recording)."""
+        device = rows.device
+        banks = {}
+        for epoch in set(epochs.tolist()):
+            bank_cpu, _ = self.get(split, int(epoch), draw_speech)
+            key = (split, int(epoch) if split == "train" else 0, str(device))
+            bank = self._on_device.get(key)
+            if bank is None:
+                bank = bank_cpu.to(device)
+                self._on_device = {k: v for k, v in self._on_device.items() if k[0] != split}
+                self._on_device[key] = bank
+            banks[epoch] = bank
+        n = self.segment_samples
+        return [
+            banks[epoch][row, offset : offset + n] if row >= 0 else None
+            for epoch, row, offset in zip(
+                epochs.tolist(), rows.tolist(), offsets.tolist(), strict=True
+            )
+        ]
+
     def gather(
         self,
         split: str,
@@ -122,22 +151,7 @@ class NoiseBank:
         offsets: torch.Tensor,
         draw_speech: DrawSpeech | None = None,
     ) -> torch.Tensor:
-        """The noise of a batch, ``(B, segment_samples)`` on the device of ``rows``: one gather
-        from the bank kept on that device. Rows < 0 (folder recordings) come back as zeros."""
-        device = rows.device
-        out = torch.zeros(rows.shape[0], self.segment_samples, device=device)
-        for epoch in torch.unique(epochs).tolist():
-            bank_cpu, _ = self.get(split, int(epoch), draw_speech)
-            key = (split, int(epoch) if split == "train" else 0, str(device))
-            bank = self._on_device.get(key)
-            if bank is None:
-                bank = bank_cpu.to(device)
-                self._on_device = {k: v for k, v in self._on_device.items() if k[0] != split}
-                self._on_device[key] = bank
-            pick = (epochs == epoch) & (rows >= 0)
-            if not bool(pick.any()):
-                continue
-            # A strided view of every window of the bank: one gather copies whole segments.
-            windows = bank.unfold(1, self.segment_samples, 1)
-            out[pick] = windows[rows[pick], offsets[pick]]
-        return out
+        """:meth:`windows` copied into one ``(B, segment_samples)`` tensor; zeros for rows < 0."""
+        zeros = torch.zeros(self.segment_samples, device=rows.device)
+        views = self.windows(split, epochs, rows, offsets, draw_speech)
+        return torch.stack([zeros if v is None else v for v in views])
