@@ -9,6 +9,10 @@
 #   3. a short `trainer=gpu` training run (bf16/16 mixed precision)  -> train_gpu.txt, train_run/
 #      once per layer implementation, so the sparse layer's float32 island is exercised
 #   4. the layer benchmark on CUDA                                   -> bench_layers.{csv,txt}
+#   5. the input pipeline on a LibriSpeech-shaped corpus (scripts/make_bench_corpus.py):
+#      training steps/s with the real loader against one batch kept on the GPU (the ceiling),
+#      reading the FLAC files and the decoded copy           -> loader_{file,decoded}.{txt,json}
+#      and mixtures/s of the loader paths, mixing on CUDA    -> bench_data.{txt,json}
 # and a summary (summary.txt) with each step's exit status. Exits non-zero if any step failed.
 set -u -o pipefail
 
@@ -74,6 +78,26 @@ else
     echo "scripts/bench_layers.py not found: benchmark skipped" | tee -a "$SUMMARY"
     STATUS=1
 fi
+
+# Input pipeline. Workers: what the machine allows beside the trainer (cores - 2, at most 12).
+BENCH="${TMPDIR:-/tmp}/audiodiag_bench_corpus"
+WORKERS=$(( $(nproc) - 2 ))
+[ "$WORKERS" -gt 12 ] && WORKERS=12
+[ "$WORKERS" -lt 1 ] && WORKERS=1
+step "LibriSpeech-shaped bench corpus" "$OUT/bench_corpus.txt" \
+    "$PY" scripts/make_bench_corpus.py "$BENCH"
+for reads in file decoded; do
+    decoded=false
+    [ "$reads" = decoded ] && decoded=true
+    step "loader vs ceiling ($reads, $WORKERS workers)" "$OUT/loader_$reads.txt" \
+        "$PY" scripts/data_stall.py trainer=gpu data=librispeech "data.speech.root=$BENCH" \
+        "data.decoded_cache=$decoded" data.mix_on_device=true "data.num_workers=$WORKERS" \
+        --steps 200 --warmup 20 --ceiling --json "$OUT/loader_$reads.json"
+done
+step "input pipeline benchmark (cuda)" "$OUT/bench_data.txt" \
+    "$PY" scripts/bench_data.py --data librispeech --root "$BENCH" --device cuda \
+    --paths item-bank batch --reads file decoded --workers 0 "$WORKERS" \
+    --json "$OUT/bench_data.json"
 
 # One line per training run: precision used and its validation/test SI-SDR improvement.
 "$PY" - "$OUT" >> "$SUMMARY" 2>&1 <<'PYEOF'

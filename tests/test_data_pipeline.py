@@ -314,9 +314,11 @@ def test_bench_data_writes_json_records(tmp_path, demo_root):
 
 
 @pytest.mark.slow
-def test_device_mixing_under_ddp_with_two_gloo_processes(tmp_path):
+@pytest.mark.parametrize("decoded", [False, True])
+def test_device_mixing_under_ddp_with_two_gloo_processes(tmp_path, decoded):
     """A real 2-process DDP fit + test with the batched device step on the CPU (gloo); its
-    validation and test scores equal a single-process run's on the same checkpoint."""
+    validation and test scores equal a single-process run's on the same checkpoint. With the
+    decoded copy both ranks build it at once (one waits for the other's lock) and read it."""
     import subprocess
 
     run_dir = tmp_path / "run"
@@ -330,6 +332,8 @@ def test_device_mixing_under_ddp_with_two_gloo_processes(tmp_path):
         "test_pesq_stoi=false", "test_reference=null", "model.depth=1", "model.context=2",
         f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
+    if decoded:
+        overrides += ["data.decoded_cache=true", f"data.decoded_cache_dir={tmp_path / 'pcm'}"]
     env = {**os.environ, "AUDIODIAG_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "audiodiag.train", *overrides],
@@ -348,6 +352,7 @@ def test_device_mixing_under_ddp_with_two_gloo_processes(tmp_path):
     single = _single_process_scores(run_dir, ddp["best_checkpoint"])
     assert single["val/si_sdri"] == pytest.approx(ddp["val/si_sdri"], abs=1e-4)
     assert single["test/si_sdri"] == pytest.approx(ddp["test/si_sdri"], abs=1e-4)
+    assert (tmp_path / "pcm" / "pcm-16000.i16").is_file() == decoded
 
 
 def _single_process_scores(run_dir: Path, checkpoint: str) -> dict[str, float]:

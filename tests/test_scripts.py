@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,14 @@ def test_stall_timer_splits_wait_and_step(monkeypatch: pytest.MonkeyPatch) -> No
     assert summary["wait_s_total"] == pytest.approx(2.0)
     assert summary["step_s_total"] == pytest.approx(6.0)
     assert summary["stall_fraction"] == pytest.approx(0.25)
+
+
+def test_data_stall_reports_steps_per_second_against_the_ceiling(tmp_path: Path) -> None:
+    data_stall = _load("data_stall")
+    out = tmp_path / "stall.json"
+    summary = data_stall.main(
+        ["data.num_workers=0", "--steps", "3", "--warmup", "1", "--ceiling", "--json", str(out)]
+    )
+    assert summary["timed_steps"] == 3 and 0.0 <= summary["stall_fraction"] < 1.0
+    assert summary["steps_per_s"] > 0 and summary["ceiling_steps_per_s"] > 0
+    assert json.loads(out.read_text())["ceiling_steps_per_s"] == summary["ceiling_steps_per_s"]
