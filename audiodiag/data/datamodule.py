@@ -702,6 +702,8 @@ class NoisySpeechDataModule(L.LightningDataModule):
                 )
                 cache = total <= _AUTO_CACHE_MAX_BYTES
             self.store = AudioStore(self.sample_rate, self.bad_files, cache=cache)
+            if cache and self.decoded_cache:
+                log.info("data.decoded_cache is not used: the speech is decoded into memory")
         if not self.store.cache:
             # Crops read only their frames: the lengths come from the corpus manifest.
             listed = [u for split in splits for u in utterances[split]]
