@@ -11,7 +11,8 @@ can be done in pieces), ``python -m audiodiag.export`` of its best checkpoint to
 ``audiodiag/models/NAME.pt``, then ``python -m audiodiag.evaluate`` on the fixed demo test
 mixtures (overall, by noise type and SNR, one thread for the real-time factor), on the
 corpus' test speakers (training voices and languages), its held-out voices and (where the
-corpus has them) its blind and young voices, the card
+corpus has them) its blind and young voices, and the fixed test voices at 15-30 dB SNR
+(near-clean input), the card
 in ``audiodiag/models/cards.json``, and the README's cards (``scripts/render_cards.py``).
 Nothing is edited by hand: rerunning this script reproduces the files and their cards.
 """
@@ -138,6 +139,11 @@ def make(name: str, args: argparse.Namespace) -> dict:
         for kind in ("blind", "young")
         if (args.corpus / f"{kind}_voices").is_dir()
     }
+    # Near-clean input: the fixed test voices and noise at 15-30 dB SNR. A model that learned
+    # that noise is never far below the speech damages such input (SI-SDRi below 0).
+    extra["high_snr"] = group_scores(
+        evaluate(model, run_dir / "eval_high_snr.json", "data=demo", "data.snr_db_range=[15,30]")
+    )["all"]
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()

@@ -28,6 +28,7 @@ TITLES = {"causal": "causal, streams", "offline": "offline, whole file"}
 EXTRA_ROWS = {
     "blind_voices": "blind espeak-ng voices",
     "young_voices": "child-like voices (espeak-ng variants written by make_train_corpus.py)",
+    "high_snr": "near-clean input: the fixed test voices and noise at 15-30 dB SNR",
 }
 
 
