@@ -152,3 +152,15 @@ def test_recipe_collate_sends_numbers_as_arrays_and_stacks_tensors():
     assert batch["clean"].shape == (2, 3) and batch["noise_type"] == ["pink", "pink"]
     assert batch["length"].tolist() == [3, 3] and batch["snr_db"].tolist() == [0.0, 1.5]
     assert isinstance(batch["snr_db"], np.ndarray)
+
+
+def test_half_a_sample_left_by_an_interrupted_write_does_not_misalign_the_next_files(tmp_path):
+    root, paths = _corpus(tmp_path)
+    cache = DecodedCache(root, 16000)
+    cache.sync(paths[:1], _decode)
+    with open(cache.samples_path, "ab") as handle:
+        handle.write(b"\x01")  # killed mid-write, before the index knew of the next file
+    again = DecodedCache(root, 16000)
+    assert again.sync(paths[:2], _decode) == 1
+    resampled = load_mono(paths[1], 16000)
+    assert (again.piece(paths[1], 0, 20000) - resampled).abs().max() <= 1.0 / 32768

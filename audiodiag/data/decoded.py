@@ -24,7 +24,6 @@ while building, so an interrupted build keeps what it decoded. A lock file seria
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -38,6 +37,11 @@ import numpy as np
 import torch
 
 from audiodiag.data.manifest import manifest_path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: builders are not serialised
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["DECODED_FORMAT", "DecodedCache", "decoded_cache_dir"]
 
@@ -99,9 +103,10 @@ class DecodedCache:
 
     # -- building ---------------------------------------------------------------------------
     def sync(self, paths: Sequence[str], decode: Callable[[str], torch.Tensor | None]) -> int:
-        """Make every readable file of ``paths`` (absolute) available (added to those of earlier
-        calls), decoding those missing or stale with ``decode`` (a waveform at ``sample_rate``, or None for a bad file, which is
-        left out). Returns how many files were decoded now."""
+        """Make every readable file of ``paths`` (absolute) available, beside those of earlier
+        calls. Files missing or stale are decoded with ``decode``: a waveform at
+        ``sample_rate``, or None for a bad file (left out, tried again next time). Returns how
+        many files were decoded now."""
         self.location.mkdir(parents=True, exist_ok=True)
         with self._locked():
             self._entries = self._read_index()
@@ -127,6 +132,9 @@ class DecodedCache:
     def _decode(self, stale: list, decode: Callable[[str], torch.Tensor | None]) -> None:
         start = time.monotonic()
         saved = start
+        if self.samples_path.exists() and self.samples_path.stat().st_size % 2:
+            # Half a sample left by an interrupted write: appending after it would misalign.
+            os.truncate(self.samples_path, self.samples_path.stat().st_size - 1)
         with open(self.samples_path, "ab") as out:
             offset = out.seek(0, os.SEEK_END) // 2
             for n, (path, key, stat) in enumerate(stale, 1):
@@ -153,6 +161,9 @@ class DecodedCache:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
+        if fcntl is None:
+            yield
+            return
         with open(self.location / "lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -174,14 +185,16 @@ class DecodedCache:
             )
             data = None
         size = self.samples_path.stat().st_size // 2 if self.samples_path.exists() else 0
-        valid = (
-            isinstance(data, dict)
-            and data.get("format") == DECODED_FORMAT
-            and data.get("root") == str(self.root.resolve())
-            and data.get("sample_rate") == self.sample_rate
-            and isinstance(data.get("files"), dict)
-            and all(e[2] + e[3] <= size for e in data["files"].values())
-        )
+        try:
+            valid = (
+                isinstance(data, dict)
+                and data.get("format") == DECODED_FORMAT
+                and data.get("root") == str(self.root.resolve())
+                and data.get("sample_rate") == self.sample_rate
+                and all(int(e[2]) + int(e[3]) <= size for e in data["files"].values())
+            )
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+            valid = False  # entries of the wrong shape
         if not valid:
             if data is not None:
                 log.warning(
