@@ -26,8 +26,9 @@ BEGIN, END = "<!-- cards:begin -->", "<!-- cards:end -->"
 TITLES = {"causal": "causal, streams", "offline": "offline, whole file"}
 #: Rows for the unheard sets beyond the held-out voices, where a card has them.
 EXTRA_ROWS = {
-    "blind_voices": "blind espeak-ng voices",
-    "young_voices": "child-like voices (espeak-ng variants written by make_train_corpus.py)",
+    "blind_voices": "blind espeak-ng voices, in the held-out languages",
+    "young_voices": "child-like voices (espeak-ng variants written by make_train_corpus.py), "
+    "in the held-out languages",
     "high_snr": "near-clean input: the fixed test voices and noise at 15-30 dB SNR",
 }
 
@@ -72,8 +73,7 @@ def card(name: str, entry: dict) -> str:
         f"({entry['corpus_test']['n']} clips) | {_scores(entry['corpus_test'])} |",
         f"| held-out espeak-ng voices and languages ({voices['n']} clips) | {_scores(voices)} |",
         *(
-            f"| {title}, in the held-out languages ({entry[key]['n']} clips) | "
-            f"{_scores(entry[key])} |"
+            f"| {title} ({entry[key]['n']} mixtures) | {_scores(entry[key])} |"
             for key, title in EXTRA_ROWS.items()
             if key in entry
         ),
