@@ -563,7 +563,7 @@ class NoisySpeechDataModule(L.LightningDataModule):
         peak_limit: anti-clipping threshold (see :class:`~audiodiag.data.mixer.Mixer`).
         persistent_workers: keep workers alive between epochs (only with ``num_workers > 0``).
         mix_on_device: ``true``: the training loader returns clean crops and noise recipes,
-            and the noise gather, SNR scaling, gain and anti-clipping run as one batched step
+            and the noise from the bank, SNR scaling, gain and anti-clipping run as one batched step
             on the training device (``on_after_batch_transfer``, or :meth:`mix_batch` in a
             plain loop). ``auto``: only when the trainer's device is not the CPU (on a CPU the
             workers mix in parallel with training; the main process would mix in series).

@@ -24,7 +24,6 @@ while building, so an interrupted build keeps what it decoded. A lock file seria
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiodiag.data.manifest import manifest_path
+from audiodiag.data.manifest import file_key, manifest_path, root_id
 
 try:
     import fcntl
@@ -59,15 +58,7 @@ def decoded_cache_dir(root: str | os.PathLike) -> Path:
     manifest = manifest_path(root)
     if manifest.parent == root:
         return root / ".audiodiag-decoded"
-    digest = hashlib.md5(str(root.resolve()).encode("utf-8")).hexdigest()[:16]
-    return manifest.parent.parent / "decoded" / f"{root.name}-{digest}"
-
-
-def _key(root: Path, path: str) -> str:
-    try:
-        return Path(path).relative_to(root).as_posix()
-    except ValueError:
-        return str(Path(path).resolve())
+    return manifest.parent.parent / "decoded" / root_id(root)
 
 
 def _to_int16(waveform: torch.Tensor) -> np.ndarray:
@@ -112,7 +103,7 @@ class DecodedCache:
             self._entries = self._read_index()
             stale = []
             for path in paths:
-                key = _key(self.root, path)
+                key = file_key(self.root, path)
                 entry = self._entries.get(key)
                 try:
                     stat = os.stat(path)
@@ -123,7 +114,7 @@ class DecodedCache:
             if stale:
                 self._decode(stale, decode)
         for path in paths:
-            entry = self._entries.get(_key(self.root, path))
+            entry = self._entries.get(file_key(self.root, path))
             if entry is not None:
                 self._spans[path] = (int(entry[2]), int(entry[3]))
         self._map = None  # mapped lazily, after the file stopped growing
@@ -233,13 +224,11 @@ class DecodedCache:
     def piece(self, path: str, start: int, num_samples: int) -> torch.Tensor | None:
         """Samples ``[start, start + num_samples)`` as float32 in [-1, 1) (fewer at the end), or
         None when ``path`` is not in the cache."""
-        span = self._spans.get(path)
-        if span is None:
+        found = self.address(path, start)
+        if found is None:
             return None
-        offset, length = span
-        start = min(max(0, int(start)), length)
-        stop = min(length, start + int(num_samples))
-        piece = self._mapped()[offset + start : offset + stop]
+        address, left = found
+        piece = self._mapped()[address : address + min(left, int(num_samples))]
         return torch.from_numpy(np.multiply(piece, _SCALE, dtype=np.float32))
 
     def address(self, path: str, start: int) -> tuple[int, int] | None:

@@ -43,14 +43,27 @@ def _user_cache_dir() -> Path:
     return Path(base) / "audiodiag" / "manifests"
 
 
+def root_id(root: Path) -> str:
+    """A file-name-safe id of ``root`` for the user cache: its name and a hash of its path."""
+    digest = hashlib.md5(str(Path(root).resolve()).encode("utf-8")).hexdigest()[:16]
+    return f"{Path(root).name}-{digest}"
+
+
+def file_key(root: Path, path: str) -> str:
+    """How a file is keyed in a corpus' caches: relative to ``root``, else its absolute path."""
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return str(Path(path).resolve())
+
+
 def manifest_path(root: Path) -> Path:
     """Where the manifest of ``root`` lives: beside the data when writable, else the cache (also
     for the bundled demo corpus and anything in site-packages: never written into)."""
     root = Path(root)
     if os.access(root, os.W_OK) and not is_read_only_data(root):
         return root / MANIFEST_NAME
-    digest = hashlib.md5(str(root.resolve()).encode("utf-8")).hexdigest()[:16]
-    return _user_cache_dir() / f"{root.name}-{digest}.json"
+    return _user_cache_dir() / f"{root_id(root)}.json"
 
 
 def _read(path: Path, root: Path) -> dict[str, list]:
@@ -108,10 +121,7 @@ def load_manifest(
     out: dict[str, FileInfo] = {}
     changed = 0
     for n, path in enumerate(paths):
-        try:
-            key = Path(path).relative_to(root).as_posix()
-        except ValueError:
-            key = str(Path(path).resolve())
+        key = file_key(root, path)
         try:
             stat = os.stat(path)
         except OSError as error:

@@ -111,7 +111,7 @@ class NoiseBank:
         return bank, kinds
 
     def slice(self, bank: torch.Tensor, row: int, offset: int) -> torch.Tensor:
-        """One mixture's noise from a bank (CPU path)."""
+        """One mixture's noise: a view of ``segment_samples`` into a bank."""
         return bank[row, offset : offset + self.segment_samples]
 
     def windows(
@@ -125,33 +125,18 @@ class NoiseBank:
         """The noise of a batch as B views of ``segment_samples`` into the bank kept on the
         device of ``rows`` (no copy); None where the row is < 0 (a folder recording)."""
         device = rows.device
+        epoch_list = epochs.tolist()
         banks = {}
-        for epoch in set(epochs.tolist()):
-            bank_cpu, _ = self.get(split, int(epoch), draw_speech)
-            key = (split, int(epoch) if split == "train" else 0, str(device))
+        for epoch in set(epoch_list):
+            bank_cpu, _ = self.get(split, epoch, draw_speech)
+            key = (split, epoch if split == "train" else 0, str(device))
             bank = self._on_device.get(key)
             if bank is None:
                 bank = bank_cpu.to(device)
                 self._on_device = {k: v for k, v in self._on_device.items() if k[0] != split}
                 self._on_device[key] = bank
             banks[epoch] = bank
-        n = self.segment_samples
         return [
-            banks[epoch][row, offset : offset + n] if row >= 0 else None
-            for epoch, row, offset in zip(
-                epochs.tolist(), rows.tolist(), offsets.tolist(), strict=True
-            )
+            self.slice(banks[epoch], row, offset) if row >= 0 else None
+            for epoch, row, offset in zip(epoch_list, rows.tolist(), offsets.tolist(), strict=True)
         ]
-
-    def gather(
-        self,
-        split: str,
-        epochs: torch.Tensor,
-        rows: torch.Tensor,
-        offsets: torch.Tensor,
-        draw_speech: DrawSpeech | None = None,
-    ) -> torch.Tensor:
-        """:meth:`windows` copied into one ``(B, segment_samples)`` tensor; zeros for rows < 0."""
-        zeros = torch.zeros(self.segment_samples, device=rows.device)
-        views = self.windows(split, epochs, rows, offsets, draw_speech)
-        return torch.stack([zeros if v is None else v for v in views])
