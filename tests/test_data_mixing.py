@@ -109,6 +109,30 @@ def test_mixer_rejects_bad_ranges():
         Mixer(segment_seconds=0)
 
 
+def test_snr_weights_shape_the_draw_and_equal_weights_change_nothing():
+    uniform = Mixer(snr_db_range=(-5, 30))
+    equal = Mixer(snr_db_range=(-5, 30), snr_db_weights=[1] * 7)
+    for seed in range(50):  # one draw either way: the same numbers, and the same stream after
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        assert equal.draw_snr_db(b) == pytest.approx(uniform.draw_snr_db(a), abs=1e-9)
+        assert a.random() == b.random()
+    weighted = Mixer(snr_db_range=(-5, 30), snr_db_weights=[2, 2, 2, 2, 1, 1, 1])
+    rng = np.random.default_rng(0)
+    draws = np.array([weighted.draw_snr_db(rng) for _ in range(20000)])
+    counts = np.histogram(draws, bins=7, range=(-5, 30))[0] / draws.size
+    assert np.allclose(counts, np.array([2, 2, 2, 2, 1, 1, 1]) / 11, atol=0.01)
+    gaps = Mixer(snr_db_range=(0, 30), snr_db_weights=[1, 0, 3])  # a zero band is never drawn
+    draws = np.array([gaps.draw_snr_db(rng) for _ in range(4000)])
+    assert not ((draws > 10) & (draws < 20)).any()
+    assert (draws >= 20).mean() == pytest.approx(0.75, abs=0.03)
+
+
+@pytest.mark.parametrize("weights", [[], [0, 0], [1, -1], [1, float("nan")]])
+def test_bad_snr_weights_name_the_key(weights):
+    with pytest.raises(ValueError, match="snr_db_weights"):
+        Mixer(snr_db_weights=weights)
+
+
 def _band_power(x: np.ndarray, lo: float, hi: float) -> float:
     spectrum = np.abs(np.fft.rfft(x)) ** 2
     freqs = np.fft.rfftfreq(x.shape[0], 1 / RATE)

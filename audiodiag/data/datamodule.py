@@ -542,7 +542,9 @@ class NoisySpeechDataModule(L.LightningDataModule):
         sample_rate: Hz of every waveform in a batch.
         segment_seconds: length of every example; shorter utterances are zero-padded and the
             batch's ``length`` gives their true length.
-        snr_db_range: SNR drawn uniformly per mixture (dB).
+        snr_db_range: SNR drawn per mixture (dB), uniformly unless ``snr_db_weights``.
+        snr_db_weights: optional weights of equal-width bands across ``snr_db_range``
+            (:class:`~audiodiag.data.mixer.Mixer`); they shape validation and test SNRs too.
         gain_db_range: optional random overall gain (dB) on noisy and clean together.
         speed_range: optional ``[low, high]`` speed factor drawn per training crop
             (:class:`~audiodiag.data.speed.SpeedPerturb`: pitch and formants move with it);
@@ -603,6 +605,7 @@ class NoisySpeechDataModule(L.LightningDataModule):
         noise_bank: bool | None = None,
         noise_bank_clips: int = 24,
         noise_bank_clip_seconds: float = 3.0,
+        snr_db_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(speech, SpeechSource):
@@ -624,6 +627,7 @@ class NoisySpeechDataModule(L.LightningDataModule):
             sample_rate=self.sample_rate,
             segment_seconds=segment_seconds,
             snr_db_range=tuple(snr_db_range),
+            snr_db_weights=snr_db_weights,
             gain_db_range=tuple(gain_db_range) if gain_db_range is not None else None,
             peak_limit=peak_limit,
         )

@@ -47,7 +47,10 @@ class Mixer:
     Args:
         sample_rate: Hz.
         segment_seconds: length of every example.
-        snr_db_range: SNR drawn uniformly from ``[low, high]`` dB.
+        snr_db_range: SNR drawn from ``[low, high]`` dB, uniformly unless ``snr_db_weights``.
+        snr_db_weights: optional relative weights of equal-width bands across
+            ``snr_db_range`` (uniform inside each band); e.g. range ``[-5, 30]`` with weights
+            ``[2, 2, 2, 2, 1, 1, 1]`` draws -5 to 15 dB twice as often per dB as 15 to 30 dB.
         gain_db_range: optional ``[low, high]`` dB of one random gain applied to both noisy and
             clean (level augmentation); ``None`` keeps the clean level as recorded.
         peak_limit: when ``max(|noisy|, |clean|)`` exceeds it, both are scaled down together
@@ -63,6 +66,7 @@ class Mixer:
         gain_db_range: Sequence[float] | None = None,
         peak_limit: float = 0.99,
         silent_noise_dbfs: float = -30.0,
+        snr_db_weights: Sequence[float] | None = None,
     ) -> None:
         if sample_rate <= 0:
             raise ValueError(f"sample_rate={sample_rate} must be a positive number of Hz")
@@ -72,6 +76,7 @@ class Mixer:
         self.segment_seconds = float(segment_seconds)
         self.segment_samples = int(round(self.segment_seconds * self.sample_rate))
         self.snr_db_range = self._range("snr_db_range", snr_db_range)
+        self.snr_db_weights = self._weights(snr_db_weights)
         self.gain_db_range = (
             self._range("gain_db_range", gain_db_range) if gain_db_range is not None else None
         )
@@ -86,6 +91,18 @@ class Mixer:
         if len(pair) != 2 or pair[0] > pair[1] or not all(math.isfinite(v) for v in pair):
             raise ValueError(f"{name}={list(values)} must be [low, high] with finite low <= high")
         return pair[0], pair[1]
+
+    @staticmethod
+    def _weights(values: Sequence[float] | None) -> tuple[float, ...] | None:
+        if values is None:
+            return None
+        weights = tuple(float(v) for v in values)
+        if not weights or not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
+            raise ValueError(
+                f"snr_db_weights={list(values)} must be null or finite weights >= 0, one per "
+                "equal-width band of snr_db_range, at least one of them > 0"
+            )
+        return weights
 
     def crop_start(self, total: int, rng: np.random.Generator, need: int | None = None) -> int:
         """Where a random crop of ``need`` samples (default: the segment) of a ``total``-sample
@@ -118,9 +135,22 @@ class Mixer:
         return float(rng.uniform(low, high)) if high > low else low
 
     def draw_snr_db(self, rng: np.random.Generator) -> float:
-        """An SNR drawn uniformly from ``snr_db_range``."""
+        """An SNR from ``snr_db_range``: uniform, or piecewise uniform over ``snr_db_weights``'
+        bands. One draw either way (the inverse CDF of the same uniform number), so the weights
+        move no other draw of a mixture."""
         low, high = self.snr_db_range
-        return float(rng.uniform(low, high)) if high > low else low
+        if high <= low:
+            return low
+        if self.snr_db_weights is None:
+            return float(rng.uniform(low, high))
+        weights = np.asarray(self.snr_db_weights)
+        cdf = np.cumsum(weights) / weights.sum()
+        u = float(rng.random())
+        band = min(int(np.searchsorted(cdf, u, side="right")), len(weights) - 1)
+        below = cdf[band - 1] if band else 0.0
+        within = (u - below) / (cdf[band] - below)  # cdf[band] > below: u fell in this band
+        width = (high - low) / len(weights)
+        return float(low + width * (band + min(max(within, 0.0), 1.0)))
 
     def mix(
         self,
