@@ -166,6 +166,16 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path):
         torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
+def test_last_checkpoint_is_the_last_epoch_not_the_best(tmp_path):
+    # monitor=step, mode=min: the best checkpoint stays at epoch 0. Lightning's save_last copied
+    # last.ckpt only when the best changed, so ckpt_path=last re-trained epochs 1 and 2.
+    overrides = ["trainer.max_epochs=3", "logger=none", "callbacks=minimal", "test=false"]
+    train(_cfg(tmp_path, *overrides, "monitor=step", "monitor_mode=min"))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 2 and last["global_step"] == _metrics(tmp_path)["global_step"]
+    assert Path(_metrics(tmp_path)["best_checkpoint"]).name.startswith("best-epoch000")
+
+
 def test_unknown_layer_lists_the_valid_options(tmp_path):
     with pytest.raises(MissingConfigException) as info:
         _cfg(tmp_path, "layer=foo")
