@@ -77,6 +77,12 @@ class Mixer:
         self.segment_samples = int(round(self.segment_seconds * self.sample_rate))
         self.snr_db_range = self._range("snr_db_range", snr_db_range)
         self.snr_db_weights = self._weights(snr_db_weights)
+        # The weighted draw's cumulative band probabilities, computed once.
+        self._snr_cdf = (
+            np.cumsum(self.snr_db_weights) / sum(self.snr_db_weights)
+            if self.snr_db_weights is not None
+            else None
+        )
         self.gain_db_range = (
             self._range("gain_db_range", gain_db_range) if gain_db_range is not None else None
         )
@@ -141,16 +147,15 @@ class Mixer:
         low, high = self.snr_db_range
         if high <= low:
             return low
-        if self.snr_db_weights is None:
+        cdf = self._snr_cdf
+        if cdf is None:
             return float(rng.uniform(low, high))
-        weights = np.asarray(self.snr_db_weights)
-        cdf = np.cumsum(weights) / weights.sum()
         u = float(rng.random())
-        band = min(int(np.searchsorted(cdf, u, side="right")), len(weights) - 1)
+        # side="right" skips zero-weight bands: below <= u < cdf[band].
+        band = min(int(np.searchsorted(cdf, u, side="right")), len(cdf) - 1)
         below = cdf[band - 1] if band else 0.0
-        within = (u - below) / (cdf[band] - below)  # cdf[band] > below: u fell in this band
-        width = (high - low) / len(weights)
-        return float(low + width * (band + min(max(within, 0.0), 1.0)))
+        within = (u - below) / (cdf[band] - below)
+        return float(low + (high - low) / len(cdf) * (band + within))
 
     def mix(
         self,
