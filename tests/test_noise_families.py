@@ -216,6 +216,36 @@ def test_room_probability_and_rt60_are_checked():
         NoiseSource({"mixture": 1.0}, mixture_types=(1, 3))
 
 
+def test_bursts_gate_training_draws_into_events_and_never_touch_valid_or_test():
+    steady = NoiseSource({"tonal": 1.0})
+    gated = NoiseSource({"tonal": 1.0}, burst_probability=1.0)
+    shares_steady, shares_gated = [], []
+    for seed in SEEDS:
+        a, _ = steady.generate("tonal", 2 * RATE, RATE, np.random.default_rng(seed))
+        b, made = gated.generate("tonal", 2 * RATE, RATE, np.random.default_rng(seed))
+        assert made == "tonal" and b.dtype == np.float32 and b.shape == a.shape
+        assert math.isclose(
+            float(np.sqrt(np.mean(np.square(b, dtype=np.float64)))), 1.0, rel_tol=1e-3
+        )
+        shares_steady.append(_top_decile_energy(a.astype(np.float64)))
+        shares_gated.append(_top_decile_energy(b.astype(np.float64)))
+    # A steady tone spreads its energy over every frame; gated, the loudest tenth holds most.
+    assert max(shares_steady) < 0.25 and float(np.mean(shares_gated)) > 0.5, shares_gated
+    for split in ("valid", "test"):
+        a, _ = steady.generate("tonal", RATE, RATE, np.random.default_rng(7), split)
+        b, _ = gated.generate("tonal", RATE, RATE, np.random.default_rng(7), split)
+        assert np.array_equal(a, b)
+
+
+def test_burst_probability_zero_draws_nothing_and_bad_values_name_the_key():
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    a, _ = NoiseSource({"white": 1.0}).generate("white", RATE, RATE, rng_a)
+    b, _ = NoiseSource({"white": 1.0}, burst_probability=0.0).generate("white", RATE, RATE, rng_b)
+    assert np.array_equal(a, b) and rng_a.random() == rng_b.random()
+    with pytest.raises(ValueError, match="noise.burst_probability"):
+        NoiseSource({"white": 1.0}, burst_probability=-0.1)
+
+
 # -- the default config ---------------------------------------------------------------------
 def test_default_config_covers_every_family_in_balance():
     cfg = yaml.safe_load((CONF_DIR / "noise" / "default.yaml").read_text())
@@ -226,5 +256,6 @@ def test_default_config_covers_every_family_in_balance():
     # No family dominates (instrument-like noise as half of the noise hurt a calibration run).
     assert max(weights.values()) / total <= 0.1
     assert 0 < cfg["room_probability"] < 0.5
+    assert 0 < cfg["burst_probability"] < 0.5  # an augmentation, not most of the noise
     source = NoiseSource(weights, room_probability=cfg["room_probability"])
     assert math.isclose(float(source.probabilities.sum()), 1.0)

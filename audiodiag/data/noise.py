@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiodiag.data.noise_families import FAMILIES
+from audiodiag.data.noise_families import FAMILIES, burst_envelope
 from audiodiag.data.noise_folder import ROOT_CATEGORY, NoiseFolder, _fit_length
 from audiodiag.data.rooms import apply_room, room_impulse_response
 
@@ -98,6 +98,11 @@ class NoiseSource:
         room_probability: chance that a synthetic or babble draw (not a recording) is played
             through a random synthetic room (see :mod:`audiodiag.data.rooms`).
         room_rt60_range: reverberation time range (s) of those rooms.
+        burst_probability: chance that a *training* draw of any type is gated into a train of
+            short events (:func:`~audiodiag.data.noise_families.burst_envelope`): onsets and
+            decays in every family's spectrum, so that what a model learns about transients
+            does not come from the ``transient`` family alone. Validation and test draws are
+            never gated (the fixed mixtures stay the same).
     """
 
     def __init__(
@@ -118,6 +123,7 @@ class NoiseSource:
         category_globs: Mapping[str, str | Sequence[str]] | None = None,
         split_by: str = "auto",
         manifest: str | os.PathLike = "auto",
+        burst_probability: float = 0.0,
     ) -> None:
         if weights is None:
             weights = {t: 1.0 for t in NOISE_TYPES if t != "folder"}
@@ -178,6 +184,9 @@ class NoiseSource:
         if not 0.0 <= self.room_probability <= 1.0:
             raise ValueError(f"noise.room_probability={room_probability} must be in [0, 1]")
         self.room_rt60_range = (float(room_rt60_range[0]), float(room_rt60_range[1]))
+        self.burst_probability = float(burst_probability)
+        if not 0.0 <= self.burst_probability <= 1.0:
+            raise ValueError(f"noise.burst_probability={burst_probability} must be in [0, 1]")
         if not 0.0 < self.room_rt60_range[0] <= self.room_rt60_range[1]:
             raise ValueError(
                 f"noise.room_rt60_range={list(room_rt60_range)} must be [low>0, high>=low] seconds"
@@ -326,10 +335,15 @@ class NoiseSource:
         Returns ``(noise float32 (num_samples,), type actually made)``: babble without other
         utterances, or a folder without readable files, falls back to pink noise; a recording
         is labelled ``folder/<category>`` (``folder`` for files at the top of the folder). With
-        ``room_probability`` > 0, anything but a recording may pass through a random room (the
-        type label stays the same).
+        ``room_probability`` > 0, anything but a recording may pass through a random room, and
+        with ``burst_probability`` > 0 a training draw may be gated into bursts first (the type
+        label stays the same).
         """
         out, made = self._make(kind, num_samples, sample_rate, rng, split, draw_speech, report_bad)
+        # Training only, and no draw at 0, so valid/test mixtures and old seeds stay the same.
+        p = self.burst_probability
+        if split == "train" and p > 0.0 and rng.random() < p:
+            out = _unit_rms(out) * burst_envelope(num_samples, sample_rate, rng)
         # Recordings carry their own room; the draw is skipped at 0 so old seeds keep their noise.
         wet = not made.startswith("folder") and self.room_probability > 0.0
         if wet and rng.random() < self.room_probability:

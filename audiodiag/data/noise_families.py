@@ -14,6 +14,9 @@ scales every draw to unit RMS. Everything is vectorised numpy (no per-sample Pyt
   amplitude envelope, optionally with a moving spectral balance.
 - :func:`drifting`: coloured noise whose spectral slope and resonance move over the clip.
 - :func:`instruments`: 1-3 harmonic voices playing notes (onsets, decays, changing pitch).
+
+:func:`burst_envelope` is not a family: it is the training augmentation that gates a draw of
+any type into a train of events (``NoiseSource(burst_probability=...)``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["FAMILIES", "drifting", "glide", "instruments", "modulated", "transient"]
+__all__ = [
+    "FAMILIES",
+    "burst_envelope",
+    "drifting",
+    "glide",
+    "instruments",
+    "modulated",
+    "transient",
+]
 
 Family = Callable[[int, int, np.random.Generator], np.ndarray]
 
@@ -305,6 +316,37 @@ def transient(num_samples: int, sample_rate: int, rng: np.random.Generator) -> n
         out[onset:stop] += np.float32(level) * event[: stop - onset]
     _add_floor(out, rng, (25.0, 40.0))
     return out
+
+
+def burst_envelope(num_samples: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """An amplitude envelope that turns a steady sound into a train of short events.
+
+    Multiplied onto white noise it gives clicks, onto a tone beeps, onto band noise knocks or
+    key presses: what a transient is made of, in every family's spectrum. Onsets are spaced by
+    0 to ``max_gap`` seconds (``max_gap`` 0.1-1 s, at least one event), each event rises
+    linearly in 0.5-5 ms and decays exponentially with a time constant of 5-200 ms (both drawn
+    per clip, log-uniform; levels ±6 dB per event), over a floor 20-40 dB below the events.
+    Computed as an impulse train convolved with the event shape (one FFT product).
+    """
+    n = num_samples
+    max_gap = rng.uniform(0.1, 1.0)
+    gaps = rng.uniform(0.0, max_gap, int(n / sample_rate / (0.25 * max_gap)) + 2)
+    onsets = np.cumsum(gaps * sample_rate).astype(np.int64)
+    onsets -= int(rng.uniform(0, max_gap) * sample_rate)
+    onsets = onsets[(onsets >= 0) & (onsets < n)]
+    if onsets.size == 0:
+        onsets = np.array([int(rng.integers(0, n))])
+    impulses = np.zeros(n, dtype=np.float64)
+    np.add.at(impulses, onsets, 10 ** (rng.uniform(-6.0, 6.0, size=onsets.shape[0]) / 20.0))
+    attack = max(1, int(_log_uniform(rng, 0.5e-3, 5e-3) * sample_rate))
+    decay = _log_uniform(rng, 5e-3, 0.2) * sample_rate
+    length = min(n, attack + int(5 * decay))
+    shape = np.exp(-(np.arange(length) - attack).clip(min=0) / decay)
+    shape[:attack] = np.arange(1, attack + 1) / attack
+    size = 1 << (n + length - 1).bit_length()
+    train = np.fft.irfft(np.fft.rfft(impulses, size) * np.fft.rfft(shape, size), size)[:n]
+    floor = 10 ** (-rng.uniform(20.0, 40.0) / 20.0)
+    return (train.clip(min=0.0) + floor).astype(np.float32)
 
 
 # -- modulated ------------------------------------------------------------------------------
