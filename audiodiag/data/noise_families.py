@@ -210,6 +210,20 @@ _EVENT_KINDS = ("click", "knock", "chime", "keys")
 _CHIME_RATIOS = np.array([1.0, 2.76, 5.40, 8.93])  # a struck bar's inharmonic partials
 
 
+def _event_onsets(
+    n: int, sample_rate: int, rng: np.random.Generator, max_gap: float, latest: int
+) -> np.ndarray:
+    """Onset samples of an event train over ``n`` samples: gaps of 0 to ``max_gap`` seconds from
+    a random phase; one onset before ``latest`` when none falls inside."""
+    gaps = rng.uniform(0.0, max_gap, int(n / sample_rate / (0.25 * max_gap)) + 2)
+    onsets = np.cumsum(gaps * sample_rate).astype(np.int64)
+    onsets -= int(rng.uniform(0, max_gap) * sample_rate)
+    onsets = onsets[(onsets >= 0) & (onsets < n)]
+    if onsets.size == 0:
+        onsets = np.array([int(rng.integers(0, latest))])
+    return onsets
+
+
 def _peak_one(x: np.ndarray) -> np.ndarray:
     return (x / max(float(np.abs(x).max()), 1e-9)).astype(np.float32)
 
@@ -295,12 +309,7 @@ def transient(num_samples: int, sample_rate: int, rng: np.random.Generator) -> n
     low = _log_uniform(rng, 800.0, 3000.0)
     band = (low, min(low * rng.uniform(1.5, 4.0), 7000.0, 0.45 * sample_rate))
     max_gap = rng.uniform(0.2, 1.0)
-    gaps = rng.uniform(0.0, max_gap, int(n / sample_rate / (0.25 * max_gap)) + 2)
-    onsets = np.cumsum(gaps * sample_rate).astype(np.int64)
-    onsets -= int(rng.uniform(0, max_gap) * sample_rate)
-    onsets = onsets[(onsets >= 0) & (onsets < n)]
-    if onsets.size == 0:
-        onsets = np.array([int(rng.integers(0, max(1, n - sample_rate // 20)))])
+    onsets = _event_onsets(n, sample_rate, rng, max_gap, latest=max(1, n - sample_rate // 20))
     levels = 10 ** (np.asarray(rng.uniform(-6.0, 6.0, size=onsets.shape[0])) / 20.0)
     picks = np.asarray(rng.integers(0, 2 * len(kinds), size=onsets.shape[0]))
     out = np.zeros(n, dtype=np.float32)
@@ -329,13 +338,7 @@ def burst_envelope(num_samples: int, sample_rate: int, rng: np.random.Generator)
     Computed as an impulse train convolved with the event shape (one FFT product).
     """
     n = num_samples
-    max_gap = rng.uniform(0.1, 1.0)
-    gaps = rng.uniform(0.0, max_gap, int(n / sample_rate / (0.25 * max_gap)) + 2)
-    onsets = np.cumsum(gaps * sample_rate).astype(np.int64)
-    onsets -= int(rng.uniform(0, max_gap) * sample_rate)
-    onsets = onsets[(onsets >= 0) & (onsets < n)]
-    if onsets.size == 0:
-        onsets = np.array([int(rng.integers(0, n))])
+    onsets = _event_onsets(n, sample_rate, rng, rng.uniform(0.1, 1.0), latest=n)
     impulses = np.zeros(n, dtype=np.float64)
     np.add.at(impulses, onsets, 10 ** (rng.uniform(-6.0, 6.0, size=onsets.shape[0]) / 20.0))
     attack = max(1, int(_log_uniform(rng, 0.5e-3, 5e-3) * sample_rate))
