@@ -58,6 +58,11 @@ def _top_decile_energy(x: np.ndarray) -> float:
     return float(energy[: max(1, energy.shape[0] // 10)].sum() / energy.sum())
 
 
+def _seeded_draws(source: NoiseSource, kind: str) -> list[tuple[np.ndarray, str]]:
+    """``kind`` drawn by ``source`` for every seed of ``SEEDS`` (2 s, training split)."""
+    return [source.generate(kind, 2 * RATE, RATE, np.random.default_rng(s)) for s in SEEDS]
+
+
 def _envelope_cv(x: np.ndarray) -> float:
     """Coefficient of variation of the RMS of 10-ms frames."""
     rms = np.sqrt(np.square(_frames(x, RATE // 100)).mean(axis=1))
@@ -194,14 +199,10 @@ def test_apply_room_is_circular_convolution():
 
 
 def test_room_adds_a_tail_to_transients():
-    dry = NoiseSource({"transient": 1.0})
-    wet = NoiseSource({"transient": 1.0}, room_probability=1.0)
-    shares_dry, shares_wet = [], []
-    for seed in SEEDS:
-        a, _ = dry.generate("transient", 2 * RATE, RATE, np.random.default_rng(seed))
-        b, _ = wet.generate("transient", 2 * RATE, RATE, np.random.default_rng(seed))
-        shares_dry.append(_top_decile_energy(a.astype(np.float64)))
-        shares_wet.append(_top_decile_energy(b.astype(np.float64)))
+    dry = _seeded_draws(NoiseSource({"transient": 1.0}), "transient")
+    wet = _seeded_draws(NoiseSource({"transient": 1.0}, room_probability=1.0), "transient")
+    shares_dry = [_top_decile_energy(a.astype(np.float64)) for a, _ in dry]
+    shares_wet = [_top_decile_energy(b.astype(np.float64)) for b, _ in wet]
     # The same events, smeared: energy spreads out of the loudest frames.
     assert all(w <= d + 0.01 for w, d in zip(shares_wet, shares_dry, strict=True))
     assert float(np.mean(shares_dry) - np.mean(shares_wet)) > 0.08
@@ -219,16 +220,14 @@ def test_room_probability_and_rt60_are_checked():
 def test_bursts_gate_training_draws_into_events_and_never_touch_valid_or_test():
     steady = NoiseSource({"tonal": 1.0})
     gated = NoiseSource({"tonal": 1.0}, burst_probability=1.0)
-    shares_steady, shares_gated = [], []
-    for seed in SEEDS:
-        a, _ = steady.generate("tonal", 2 * RATE, RATE, np.random.default_rng(seed))
-        b, made = gated.generate("tonal", 2 * RATE, RATE, np.random.default_rng(seed))
+    draws = list(zip(_seeded_draws(steady, "tonal"), _seeded_draws(gated, "tonal"), strict=True))
+    for (a, _), (b, made) in draws:
         assert made == "tonal" and b.dtype == np.float32 and b.shape == a.shape
         assert math.isclose(
             float(np.sqrt(np.mean(np.square(b, dtype=np.float64)))), 1.0, rel_tol=1e-3
         )
-        shares_steady.append(_top_decile_energy(a.astype(np.float64)))
-        shares_gated.append(_top_decile_energy(b.astype(np.float64)))
+    shares_steady = [_top_decile_energy(a.astype(np.float64)) for (a, _), _ in draws]
+    shares_gated = [_top_decile_energy(b.astype(np.float64)) for _, (b, _) in draws]
     # A steady tone spreads its energy over every frame; gated, the loudest tenth holds most.
     assert max(shares_steady) < 0.25 and float(np.mean(shares_gated)) > 0.5, shares_gated
     for split in ("valid", "test"):

@@ -184,13 +184,13 @@ class NoiseSource:
         if not 0.0 <= self.room_probability <= 1.0:
             raise ValueError(f"noise.room_probability={room_probability} must be in [0, 1]")
         self.room_rt60_range = (float(room_rt60_range[0]), float(room_rt60_range[1]))
-        self.burst_probability = float(burst_probability)
-        if not 0.0 <= self.burst_probability <= 1.0:
-            raise ValueError(f"noise.burst_probability={burst_probability} must be in [0, 1]")
         if not 0.0 < self.room_rt60_range[0] <= self.room_rt60_range[1]:
             raise ValueError(
                 f"noise.room_rt60_range={list(room_rt60_range)} must be [low>0, high>=low] seconds"
             )
+        self.burst_probability = float(burst_probability)
+        if not 0.0 <= self.burst_probability <= 1.0:
+            raise ValueError(f"noise.burst_probability={burst_probability} must be in [0, 1]")
 
     def __repr__(self) -> str:
         weights = dict(zip(self.types, np.round(self.probabilities, 3).tolist(), strict=True))
