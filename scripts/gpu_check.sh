@@ -14,6 +14,10 @@
 #      reading the FLAC files and the decoded copy           -> loader_{file,decoded}.{txt,json}
 #      and mixtures/s of the loader paths, mixing on CUDA    -> bench_data.{txt,json}
 # and a summary (summary.txt) with each step's exit status. Exits non-zero if any step failed.
+#
+# For a short lease: GPU_CHECK_LAYERS="sparse" trains only the layers named (default: all four),
+# GPU_CHECK_PIPELINE=0 skips step 5, GPU_CHECK_BENCH_ARGS="--features 257 2049" is passed on to
+# the layer benchmark.
 set -u -o pipefail
 
 if [ $# -lt 1 ]; then
@@ -65,7 +69,7 @@ fi
 
 step "gpu tests" "$OUT/pytest_gpu.txt" "$PY" -m pytest -m gpu -q -p no:cacheprovider
 
-for layer in elementwise mask sparse diag; do
+for layer in ${GPU_CHECK_LAYERS:-elementwise mask sparse diag}; do
     step "train trainer=gpu layer=$layer" "$OUT/train_gpu_$layer.txt" \
         "$PY" -m audiodiag.train trainer=gpu "layer=$layer" trainer.max_epochs=2 \
         data.num_workers=4 test_pesq_stoi=false "hydra.run.dir=$OUT/train_run_$layer"
@@ -73,31 +77,36 @@ done
 
 if [ -f scripts/bench_layers.py ]; then
     step "layer benchmark (cuda)" "$OUT/bench_layers.txt" \
-        "$PY" scripts/bench_layers.py --device cuda --csv "$OUT/bench_layers.csv"
+        "$PY" scripts/bench_layers.py --device cuda --csv "$OUT/bench_layers.csv" \
+        ${GPU_CHECK_BENCH_ARGS:-}
 else
     echo "scripts/bench_layers.py not found: benchmark skipped" | tee -a "$SUMMARY"
     STATUS=1
 fi
 
-# Input pipeline. Workers: what the machine allows beside the trainer (cores - 2, at most 12).
-BENCH="${TMPDIR:-/tmp}/audiodiag_bench_corpus"
-WORKERS=$(( $(nproc) - 2 ))
-[ "$WORKERS" -gt 12 ] && WORKERS=12
-[ "$WORKERS" -lt 1 ] && WORKERS=1
-step "LibriSpeech-shaped bench corpus" "$OUT/bench_corpus.txt" \
-    "$PY" scripts/make_bench_corpus.py "$BENCH"
-for reads in file decoded; do
-    decoded=false
-    [ "$reads" = decoded ] && decoded=true
-    step "loader vs ceiling ($reads, $WORKERS workers)" "$OUT/loader_$reads.txt" \
-        "$PY" scripts/data_stall.py trainer=gpu data=librispeech "data.speech.root=$BENCH" \
-        "data.decoded_cache=$decoded" data.mix_on_device=true "data.num_workers=$WORKERS" \
-        --steps 200 --warmup 20 --ceiling --json "$OUT/loader_$reads.json"
-done
-step "input pipeline benchmark (cuda)" "$OUT/bench_data.txt" \
-    "$PY" scripts/bench_data.py --data librispeech --root "$BENCH" --device cuda \
-    --paths item-bank batch --reads file decoded --workers 0 "$WORKERS" \
-    --json "$OUT/bench_data.json"
+if [ "${GPU_CHECK_PIPELINE:-1}" = 0 ]; then
+    echo "input pipeline skipped (GPU_CHECK_PIPELINE=0)" | tee -a "$SUMMARY"
+else
+    # Input pipeline. Workers: what the machine allows beside the trainer (cores - 2, at most 12).
+    BENCH="${TMPDIR:-/tmp}/audiodiag_bench_corpus"
+    WORKERS=$(( $(nproc) - 2 ))
+    [ "$WORKERS" -gt 12 ] && WORKERS=12
+    [ "$WORKERS" -lt 1 ] && WORKERS=1
+    step "LibriSpeech-shaped bench corpus" "$OUT/bench_corpus.txt" \
+        "$PY" scripts/make_bench_corpus.py "$BENCH"
+    for reads in file decoded; do
+        decoded=false
+        [ "$reads" = decoded ] && decoded=true
+        step "loader vs ceiling ($reads, $WORKERS workers)" "$OUT/loader_$reads.txt" \
+            "$PY" scripts/data_stall.py trainer=gpu data=librispeech "data.speech.root=$BENCH" \
+            "data.decoded_cache=$decoded" data.mix_on_device=true "data.num_workers=$WORKERS" \
+            --steps 200 --warmup 20 --ceiling --json "$OUT/loader_$reads.json"
+    done
+    step "input pipeline benchmark (cuda)" "$OUT/bench_data.txt" \
+        "$PY" scripts/bench_data.py --data librispeech --root "$BENCH" --device cuda \
+        --paths item-bank batch --reads file decoded --workers 0 "$WORKERS" \
+        --json "$OUT/bench_data.json"
+fi
 
 # One line per training run: precision used and its validation/test SI-SDR improvement.
 "$PY" - "$OUT" >> "$SUMMARY" 2>&1 <<'PYEOF'
