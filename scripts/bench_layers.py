@@ -5,9 +5,10 @@ of the diagonal recurrence (:mod:`audiodiag.recurrence`, its parallel scan; ``re
 the same recursion as a Python loop over frames, for comparison). ``--interleave`` runs the forms
 in one process, taking turns, for ratios that survive a busy machine.
 
-Each (form, features) pair runs in a fresh subprocess so that its peak memory is its own:
-on CUDA the allocator's peak, on CPU the growth of the process's peak RSS over the point where
-the input and layer exist. Times are medians over ``--repeats`` forward+backward passes on a
+On CPU each (form, features) pair runs in a fresh subprocess so that its peak memory is its
+own: the growth of the process's peak RSS over the point where the input and layer exist. On
+CUDA they run in one process (the allocator's peak is reset for each; a subprocess per pair cost
+about 8 s of CUDA start-up each on an H200, 173 s for the 22 pairs). Times are medians over ``--repeats`` forward+backward passes on a
 (batch x frames x features) input.
 
     python scripts/bench_layers.py                 # CPU, Markdown table
@@ -171,6 +172,18 @@ def measure_interleaved(
     return {form: 1e3 * statistics.median(values) for form, values in times.items()}
 
 
+def _measure_in_subprocess(
+    form: str, features: int, args: argparse.Namespace, env: dict[str, str]
+) -> dict[str, float]:
+    command = [sys.executable, __file__, "--form", form, "--one", str(features)]
+    for flag in ("device", "batch", "frames", "repeats", "threads"):
+        command += [f"--{flag}", str(getattr(args, flag))]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{form} at {features} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     result = measure_one(args.form, args.one, args.device, args.batch, args.frames, args.repeats)
@@ -217,13 +230,14 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append({"device": args.device, "features": features, "form": form, **row})
     for features in [] if args.interleave else args.features:
         for form in args.forms:
-            command = [sys.executable, __file__, "--form", form, "--one", str(features)]
-            for flag in ("device", "batch", "frames", "repeats", "threads"):
-                command += [f"--{flag}", str(getattr(args, flag))]
-            done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-            if done.returncode != 0:
-                raise SystemExit(f"{form} at {features} failed:\n{done.stderr}")
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+            if args.device == "cuda":
+                torch.set_num_threads(args.threads)
+                torch.cuda.empty_cache()
+                result = measure_one(
+                    form, features, args.device, args.batch, args.frames, args.repeats
+                )
+            else:
+                result = _measure_in_subprocess(form, features, args, env)
             rows.append({"device": args.device, "features": features, "form": form, **result})
             print(f"  {form:>18} {features:>5}: {result['ms']:8.2f} ms", file=sys.stderr)
 
