@@ -7,9 +7,9 @@ in one process, taking turns, for ratios that survive a busy machine.
 
 On CPU each (form, features) pair runs in a fresh subprocess so that its peak memory is its
 own: the growth of the process's peak RSS over the point where the input and layer exist. On
-CUDA they run in one process (the allocator's peak is reset for each; a subprocess per pair cost
-about 8 s of CUDA start-up each on an H200, 173 s for the 22 pairs). Times are medians over ``--repeats`` forward+backward passes on a
-(batch x frames x features) input.
+CUDA they run in one process, with the allocator's peak reset for each pair. A subprocess per
+pair cost about 8 s of CUDA start-up on an H200, 173 s for 22 pairs. Times are medians over
+``--repeats`` forward+backward passes on a (batch x frames x features) input.
 
     python scripts/bench_layers.py                 # CPU, Markdown table
     python scripts/bench_layers.py --device cuda --csv bench_cuda.csv
