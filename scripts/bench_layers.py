@@ -7,8 +7,9 @@ in one process, taking turns, for ratios that survive a busy machine.
 
 On CPU each (form, features) pair runs in a fresh subprocess so that its peak memory is its
 own: the growth of the process's peak RSS over the point where the input and layer exist. On
-CUDA they run in one process, with the allocator's peak reset for each pair. A subprocess per
-pair cost about 8 s of CUDA start-up on an H200, 173 s for 22 pairs. Times are medians over
+CUDA they run in one process, with the allocator's peak reset for each pair: on an H200 a
+subprocess per pair took 173 s for 22 pairs, about 8 s each, almost all of it process and CUDA
+start-up (the timed passes take well under a second). Times are medians over
 ``--repeats`` forward+backward passes on a (batch x frames x features) input.
 
     python scripts/bench_layers.py                 # CPU, Markdown table
@@ -228,10 +229,11 @@ def main(argv: list[str] | None = None) -> None:
             for form in args.forms:
                 row = {"ms": ms[form], "peak_mib": float("nan")}
                 rows.append({"device": args.device, "features": features, "form": form, **row})
+    if args.device == "cuda":
+        torch.set_num_threads(args.threads)
     for features in [] if args.interleave else args.features:
         for form in args.forms:
             if args.device == "cuda":
-                torch.set_num_threads(args.threads)
                 torch.cuda.empty_cache()
                 result = measure_one(
                     form, features, args.device, args.batch, args.frames, args.repeats
