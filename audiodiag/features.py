@@ -341,9 +341,14 @@ class SpectralGainEnhancer(nn.Module):
     def forward(self, waveform: Tensor) -> Tensor:
         """Enhance a waveform (B, T) or (T,); returns the same shape."""
         batch = self._as_batch(waveform)
-        length = batch.shape[-1]
-        if length == 0:
+        if batch.shape[-1] == 0:
             return waveform.clone()
-        spec = self.stft.analysis(batch)
-        enhanced = self.stft.synthesis(spec * self.gains_from_spec(spec), length)
+        enhanced, _, _ = self.enhance_with_gains(batch)
         return enhanced.reshape(waveform.shape)
+
+    def enhance_with_gains(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Enhance (B, T) with T >= 1; returns (enhanced (B, T), spectrum (B, F, N), gains
+        (B, F, N)), for a loss on the masked spectrum beside the waveform's."""
+        spec = self.stft.analysis(batch)
+        gains = self.gains_from_spec(spec)
+        return self.stft.synthesis(spec * gains, batch.shape[-1]), spec, gains

@@ -13,7 +13,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["si_sdr", "neg_si_sdr_loss", "spectral_magnitude_loss"]
+__all__ = [
+    "si_sdr",
+    "neg_si_sdr_loss",
+    "spectral_magnitude_loss",
+    "fourth_root_magnitude",
+    "masked_magnitude_loss",
+]
 
 
 def _check_pair(estimate: Tensor, target: Tensor, name: str) -> tuple[Tensor, Tensor]:
@@ -104,3 +110,37 @@ def spectral_magnitude_loss(
         mag_t = (spec_t.abs() + eps).pow(compress)
         total = total + (mag_e - mag_t).abs().mean()
     return total / len(fft_sizes)
+
+
+def fourth_root_magnitude(spec: Tensor, eps: float = 1e-8) -> Tensor:
+    """``|X| ** (1/4)`` of a complex spectrum, as ``(|X|^2 + eps^2) ** (1/8)`` by three square
+    roots: no complex ``abs`` (whose gradient is undefined at zero) and no fractional ``pow``
+    (on a CPU about ten times the cost of the square roots)."""
+    return (spec.real.square() + spec.imag.square() + eps * eps).sqrt().sqrt().sqrt()
+
+
+def masked_magnitude_loss(gains: Tensor, noisy_spec: Tensor, clean_spec: Tensor) -> Tensor:
+    """L1 distance between compressed magnitudes of the masked spectrum and the clean one.
+
+    Magnitudes are compressed by a fourth root (the power-law compression that tracks loudness,
+    like :func:`spectral_magnitude_loss`'s 0.3): ``|gains * X| ** (1/4) = gains ** (1/4) *
+    |X| ** (1/4)``, on the model's own STFT frames. Unlike :func:`spectral_magnitude_loss` it
+    transforms no estimate (no STFT of the output and no backward through one), so it costs a few
+    elementwise passes over the gains. It scores the masked spectrum, not the STFT of the
+    resynthesised output (the two differ where the gains change faster than the frames
+    overlap); SI-SDR beside it scores the waveform.
+
+    Args:
+        gains: (B, F, N) real gains in (0, 1].
+        noisy_spec, clean_spec: (B, F, N) complex STFTs of the input and of the reference,
+            same front end.
+    """
+    if not gains.shape == noisy_spec.shape == clean_spec.shape:
+        raise ValueError(
+            f"masked_magnitude_loss: gains {tuple(gains.shape)}, noisy {tuple(noisy_spec.shape)} "
+            f"and clean {tuple(clean_spec.shape)} spectra must have one shape (B, F, N)"
+        )
+    with torch.no_grad():
+        noisy = fourth_root_magnitude(noisy_spec)
+        clean = fourth_root_magnitude(clean_spec)
+    return (gains.sqrt().sqrt() * noisy - clean).abs().mean()

@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from audiodiag.losses import si_sdr, spectral_magnitude_loss
+from audiodiag.losses import masked_magnitude_loss, si_sdr, spectral_magnitude_loss
 from audiodiag.metrics import (
     per_clip_si_sdr,
     pesq_stoi_available,
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 # The training defaults of conf/train.yaml (the one source users see); a test holds these equal
 # to it, so a GainLearner built without a config trains like `python -m audiodiag.train`.
-_DEFAULT_LOSS = {"si_sdr": 1.0, "spectral": 0.0}
+_DEFAULT_LOSS = {"si_sdr": 1.0, "spectral": 0.0, "masked_magnitude": 0.0}
 DEFAULT_OPTIMIZER = {"name": "adamw", "lr": 0.01, "weight_decay": 0.0, "betas": [0.9, 0.999]}
 DEFAULT_SCHEDULER = {"name": "cosine", "warmup_steps": 20, "min_lr_ratio": 0.05}
 SCHEDULERS: tuple[str, ...] = ("none", "cosine", "plateau")
@@ -59,8 +59,10 @@ class GainLearner(pl.LightningModule):
         net: plain keyword arguments of the network, with ``kind`` in :data:`audiodiag.nets.NET_KINDS`
             (``{"kind": "gainnet", "layer": "sparse", "depth": 3, ...}``), see
             :func:`audiodiag.nets.build_net`.
-        loss: weights ``{"si_sdr": w1, "spectral": w2}`` of negative SI-SDR (dB) and the
-            multi-resolution spectral magnitude loss.
+        loss: weights ``{"si_sdr": w1, "spectral": w2, "masked_magnitude": w3}`` of negative
+            SI-SDR (dB), the multi-resolution spectral magnitude loss of the output and the
+            compressed-magnitude loss of the masked spectrum on the net's own STFT frames
+            (:func:`audiodiag.losses.masked_magnitude_loss`).
         optimizer: ``{"name": adamw|adam|sgd, "lr": ..., "weight_decay": ..., "betas": [..]}``.
         scheduler: ``{"name": none|cosine|plateau, "warmup_steps": int, "min_lr_ratio": float}``;
             cosine decays per step over the run's estimated steps after a linear warmup,
@@ -92,10 +94,12 @@ class GainLearner(pl.LightningModule):
         test_reference = plain_values(test_reference) if test_reference else None
         unknown_loss = sorted(set(loss) - set(_DEFAULT_LOSS))
         if unknown_loss:
-            raise ValueError(f"loss.{unknown_loss[0]} is unknown; valid: si_sdr, spectral")
+            raise ValueError(
+                f"loss.{unknown_loss[0]} is unknown; valid: {', '.join(_DEFAULT_LOSS)}"
+            )
         _check_numbers(loss, optimizer, scheduler)
-        if loss["si_sdr"] == 0 and loss["spectral"] == 0:
-            raise ValueError("loss.si_sdr and loss.spectral are both 0: nothing to train on")
+        if not any(loss.values()):
+            raise ValueError(f"loss.{', loss.'.join(_DEFAULT_LOSS)} are all 0: nothing to train on")
         if str(optimizer["name"]).lower() not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer.name={optimizer['name']!r} is unknown; valid: {', '.join(OPTIMIZERS)}"
@@ -126,10 +130,23 @@ class GainLearner(pl.LightningModule):
         """Enhance ``waveform`` (B, T) -> (B, T)."""
         return self.net(waveform)
 
+    def enhance(self, noisy: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """The enhanced batch, and (spectrum, gains) when the masked-spectrum loss needs them."""
+        if self.hparams["loss"]["masked_magnitude"] and noisy.shape[-1] > 0:
+            enhanced, spec, gains = self.net.enhance_with_gains(noisy)
+            return enhanced, (spec, gains)
+        return self.net(noisy), None
+
     def compute_loss(
-        self, enhanced: Tensor, clean: Tensor, lengths: Tensor | None = None
+        self,
+        enhanced: Tensor,
+        clean: Tensor,
+        lengths: Tensor | None = None,
+        masked: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Weighted loss and the batch-mean SI-SDR (dB) that it contains, padding masked out."""
+        """Weighted loss and the batch-mean SI-SDR (dB) that it contains, padding masked out.
+        ``masked``: (noisy spectrum, gains) from :meth:`enhance`, for ``loss.masked_magnitude``
+        (padded frames count as they are: the training crops are never padded)."""
         enhanced, clean = enhanced.float(), clean.float()
         if lengths is not None and bool((lengths < clean.shape[-1]).any()):
             time = torch.arange(clean.shape[-1], device=clean.device)
@@ -146,13 +163,18 @@ class GainLearner(pl.LightningModule):
             total = total - weights["si_sdr"] * sdr.mean()
         if weights["spectral"]:
             total = total + weights["spectral"] * spectral_magnitude_loss(enhanced, clean)
+        if weights["masked_magnitude"] and masked is not None:
+            spec, gains = masked
+            clean_spec = self.net.stft.analysis(clean.to(spec.real.dtype))
+            term = masked_magnitude_loss(gains.float(), spec, clean_spec)
+            total = total + weights["masked_magnitude"] * term
         return total, sdr.mean().detach()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """One optimisation step; a NaN/inf loss raises :class:`NonFiniteLossError`."""
         noisy, clean = batch["noisy"], batch["clean"]
-        enhanced = self.net(noisy)
-        loss, sdr = self.compute_loss(enhanced, clean, batch.get("length"))
+        enhanced, masked = self.enhance(noisy)
+        loss, sdr = self.compute_loss(enhanced, clean, batch.get("length"), masked)
         if not bool(torch.isfinite(loss)):
             sources = ", ".join(map(str, batch.get("source_id", [])[:4]))
             raise NonFiniteLossError(
@@ -189,8 +211,9 @@ class GainLearner(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         """Validation loss, SI-SDR and SI-SDR improvement; returns the enhanced batch."""
-        enhanced = self.net(batch["noisy"]).float()
-        loss, _ = self.compute_loss(enhanced, batch["clean"], batch.get("length"))
+        enhanced, masked = self.enhance(batch["noisy"])
+        enhanced = enhanced.float()
+        loss, _ = self.compute_loss(enhanced, batch["clean"], batch.get("length"), masked)
         sdr_enh, sdr_noisy, _, valid = self._score(batch, enhanced)
         self._update_mean(self.val_si_sdr, sdr_enh, valid)
         self._update_mean(self.val_si_sdri, sdr_enh - sdr_noisy, valid)
@@ -327,7 +350,7 @@ def _check_numbers(
 ) -> None:
     """Every numeric setting checked at construction, so a bad one stops the run with one line
     naming its key instead of a TypeError (or PyTorch's nameless "Invalid learning rate") later."""
-    for key in ("si_sdr", "spectral"):
+    for key in _DEFAULT_LOSS:
         _number(f"loss.{key}", loss[key], 0.0, open_low=False)
     _number("optimizer.lr", optimizer["lr"], 0.0, open_low=True)
     _number("optimizer.weight_decay", optimizer["weight_decay"], 0.0, open_low=False)

@@ -63,6 +63,13 @@ ROWS: dict[str, list[str]] = {
     # A quarter of the training noise gated into bursts (noise=default's setting since then).
     "rank16-bursts": ["layer.rank=16", _BURSTS],
     "rank16-causal-bursts": ["layer.rank=16", _CAUSAL, _BURSTS],
+    # Today's default (rank 16 + bursts) with the spectral term at the weight that moved PESQ.
+    "rank16-bursts-spectral": ["layer.rank=16", _BURSTS, "loss.spectral=50"],
+    # The old default on today's data (bursts), and whether more rank keeps helping.
+    "rank0-bursts": [_RANK0, _BURSTS],
+    "rank64-bursts": ["layer.rank=64", _BURSTS],
+    # The cheap perceptual term: compressed magnitudes of the masked spectrum, same weight.
+    "rank16-bursts-masked": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=50"],
 }
 
 HELD_OUT_FAMILIES = ("instruments", "modulated")

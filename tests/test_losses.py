@@ -8,7 +8,14 @@ import pytest
 import torch
 from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio
 
-from audiodiag.losses import neg_si_sdr_loss, si_sdr, spectral_magnitude_loss
+from audiodiag.features import StftFrontEnd
+from audiodiag.losses import (
+    fourth_root_magnitude,
+    masked_magnitude_loss,
+    neg_si_sdr_loss,
+    si_sdr,
+    spectral_magnitude_loss,
+)
 
 
 def _pair(batch: int = 4, length: int = 8000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,3 +92,30 @@ def test_spectral_magnitude_loss() -> None:
     assert math.isfinite(loss.item()) and torch.isfinite(short.grad).all()
     with pytest.raises(ValueError, match="compress"):
         spectral_magnitude_loss(target, target, compress=0.0)
+
+
+def test_fourth_root_magnitude_matches_abs_and_is_finite_at_zero() -> None:
+    spec = torch.complex(torch.randn(3, 9, 5), torch.randn(3, 9, 5))
+    torch.testing.assert_close(
+        fourth_root_magnitude(spec), spec.abs().pow(0.25), rtol=1e-5, atol=1e-6
+    )
+    assert float(fourth_root_magnitude(torch.zeros(2, dtype=torch.complex64)).max()) < 1e-2
+
+
+def test_masked_magnitude_loss_scores_the_masked_spectrum() -> None:
+    front = StftFrontEnd(512, 128)
+    estimate, target = _pair(batch=2, length=8000)
+    noisy_spec, clean_spec = front.analysis(estimate), front.analysis(target)
+    gains = torch.rand(noisy_spec.shape, generator=torch.Generator().manual_seed(1)) * 0.9 + 0.05
+    gains.requires_grad_(True)
+    loss = masked_magnitude_loss(gains, noisy_spec, clean_spec)
+    # |g X| ** (1/4) against |S| ** (1/4), written out with complex abs.
+    explicit = ((gains * noisy_spec).abs().pow(0.25) - clean_spec.abs().pow(0.25)).abs().mean()
+    torch.testing.assert_close(loss, explicit, rtol=1e-4, atol=1e-6)
+    loss.backward()
+    assert gains.grad is not None and bool(torch.isfinite(gains.grad).all())
+    # Gains that turn the noisy magnitudes into the clean ones leave nothing to learn.
+    exact = clean_spec.abs() / noisy_spec.abs().clamp_min(1e-12)
+    assert masked_magnitude_loss(exact, noisy_spec, clean_spec) < 1e-3 * loss
+    with pytest.raises(ValueError, match="must have one shape"):
+        masked_magnitude_loss(gains[..., 1:], noisy_spec, clean_spec)

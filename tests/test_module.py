@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from audiodiag.losses import masked_magnitude_loss
 from audiodiag.module import (
     DEFAULT_OPTIMIZER,
     DEFAULT_SCHEDULER,
@@ -127,6 +128,23 @@ def test_loss_is_negative_si_sdr_and_ignores_padding():
     assert masked.item() == pytest.approx(reference.item(), abs=1e-4)
 
 
+def test_masked_magnitude_term_adds_to_the_loss_and_trains():
+    weight = 50.0
+    plain = GainLearner(net=NET)
+    module = GainLearner(net=NET, loss={"masked_magnitude": weight})
+    clean = _speech_like(2)
+    noisy = clean + 0.1 * torch.randn_like(clean)
+    enhanced, masked = module.enhance(noisy)
+    assert masked is not None and plain.enhance(noisy)[1] is None
+    torch.testing.assert_close(enhanced, plain.net(noisy))
+    spec, gains = masked
+    loss, sdr = module.compute_loss(enhanced, clean, masked=masked)
+    term = masked_magnitude_loss(gains, spec, module.net.stft.analysis(clean))
+    assert loss.item() == pytest.approx(-sdr.item() + weight * term.item(), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for p in module.net.parameters())
+
+
 def test_silent_clean_clip_leaves_no_nan_in_validation_means():
     module = GainLearner(net=NET)
     metrics = _trainer().validate(module, dataloaders=_loader(2, silent_first=True))[0]
@@ -189,7 +207,11 @@ def test_hparams_survive_torch_save_weights_only():
     torch.save({"hyper_parameters": dict(module.hparams)}, buffer)
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=True)
-    assert loaded["hyper_parameters"]["loss"] == {"si_sdr": 1.0, "spectral": 0.5}
+    assert loaded["hyper_parameters"]["loss"] == {
+        "si_sdr": 1.0,
+        "spectral": 0.5,
+        "masked_magnitude": 0.0,
+    }
 
 
 def test_per_bin_weights_read_every_diagonal_layer_in_the_shared_layout():

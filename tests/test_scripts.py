@@ -39,6 +39,18 @@ def test_profile_split_covers_the_step_without_overlap(train: bool, one_thread: 
         assert all(p.grad is not None for p in net.parameters())
 
 
+def test_loss_cost_times_every_loss_and_prints_ratios(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], one_thread: None
+) -> None:
+    loss_cost = _load("loss_cost")
+    argv = ["loss_cost.py", "--batch", "1", "--seconds", "0.25", "--rounds", "1", "--threads", "1"]
+    monkeypatch.setattr("sys.argv", argv)
+    loss_cost.main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| loss.")]
+    assert len(rows) == len(loss_cost.LOSSES) - 1
+    assert all(row.rstrip(" |").endswith("x") for row in rows)
+
+
 def test_stall_timer_splits_wait_and_step(monkeypatch: pytest.MonkeyPatch) -> None:
     data_stall = _load("data_stall")
     clock = iter([0.0, 1.0, 1.5, 4.0, 4.5, 7.0, 8.0, 9.0])
