@@ -51,6 +51,28 @@ def test_loss_cost_times_every_loss_and_prints_ratios(
     assert all(row.rstrip(" |").endswith("x") for row in rows)
 
 
+def test_oracle_gains_pass_speech_bins_and_floor_noise_bins() -> None:
+    oracle_gap = _load("oracle_gap")
+    speech = torch.zeros(10, 3, dtype=torch.complex64)
+    noise = torch.zeros(10, 3, dtype=torch.complex64)
+    speech[:5] = 1.0
+    noise[5:] = 1.0
+    gains = oracle_gap.oracle_gains(speech, noise, floor=0.1)
+    assert torch.allclose(gains[:5], torch.ones(5, 3))
+    assert torch.allclose(gains[5:], torch.full((5, 3), 0.1))
+
+
+def test_oracle_gap_scores_the_oracle_above_an_untrained_net(one_thread: None) -> None:
+    oracle_gap = _load("oracle_gap")
+    net = GainNet(causal=False, depth=1, context=3).eval()
+    time = torch.arange(16000) / 16000
+    clean = 0.3 * torch.sin(2 * torch.pi * 440 * time) * (time > 0.3)
+    noisy = clean + 0.1 * torch.randn(16000, generator=torch.Generator().manual_seed(0))
+    scores = oracle_gap.score_clip(net, noisy, clean)
+    assert scores["oracle"] > 5.0 > scores["model"]
+    assert scores["ideal"].shape == scores["gains"].shape == scores["spec"].shape
+
+
 def test_stall_timer_splits_wait_and_step(monkeypatch: pytest.MonkeyPatch) -> None:
     data_stall = _load("data_stall")
     clock = iter([0.0, 1.0, 1.5, 4.0, 4.5, 7.0, 8.0, 9.0])
