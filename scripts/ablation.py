@@ -70,6 +70,8 @@ ROWS: dict[str, list[str]] = {
     "rank64-bursts": ["layer.rank=64", _BURSTS],
     # The cheap perceptual term: compressed magnitudes of the masked spectrum, same weight.
     "rank16-bursts-masked": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=50"],
+    "rank16-bursts-masked10": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=10"],
+    "rank16-bursts-masked20": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=20"],
 }
 
 HELD_OUT_FAMILIES = ("instruments", "modulated")
