@@ -140,6 +140,10 @@ def masked_magnitude_loss(gains: Tensor, noisy_spec: Tensor, clean_spec: Tensor)
             f"masked_magnitude_loss: gains {tuple(gains.shape)}, noisy {tuple(noisy_spec.shape)} "
             f"and clean {tuple(clean_spec.shape)} spectra must have one shape (B, F, N)"
         )
+    # On (B, N, F) views: torch.stft's memory order, in which GainNet's gains are laid out too.
+    # The mean's gradient comes back in the logical order, and in (B, F, N) order it would reach
+    # the network transposed, making each of its backward ops several times slower.
+    gains, noisy_spec, clean_spec = (t.transpose(-1, -2) for t in (gains, noisy_spec, clean_spec))
     with torch.no_grad():
         noisy = fourth_root_magnitude(noisy_spec)
         clean = fourth_root_magnitude(clean_spec)

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 # The training defaults of conf/train.yaml (the one source users see); a test holds these equal
 # to it, so a GainLearner built without a config trains like `python -m audiodiag.train`.
-_DEFAULT_LOSS = {"si_sdr": 1.0, "spectral": 0.0, "masked_magnitude": 0.0}
+_DEFAULT_LOSS = {"si_sdr": 1.0, "spectral": 0.0, "masked_magnitude": 20.0}
 DEFAULT_OPTIMIZER = {"name": "adamw", "lr": 0.01, "weight_decay": 0.0, "betas": [0.9, 0.999]}
 DEFAULT_SCHEDULER = {"name": "cosine", "warmup_steps": 20, "min_lr_ratio": 0.05}
 SCHEDULERS: tuple[str, ...] = ("none", "cosine", "plateau")

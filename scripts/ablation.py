@@ -130,8 +130,10 @@ def train_and_score(name: str, args: argparse.Namespace, corpus: Path) -> dict:
             f"hydra.run.dir={run_dir / 'train'}",
             *budget,
             *held_out,
-            # The rows were measured before noise=default gated training draws into bursts.
+            # The rows were measured before noise=default gated training draws into bursts and
+            # before the default loss had its masked-magnitude term; rows that want them say so.
             "noise.burst_probability=0",
+            "loss.masked_magnitude=0",
             *ROWS[name],
             *args.extra,
         ],

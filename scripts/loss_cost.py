@@ -18,11 +18,11 @@ import torch
 
 from audiodiag.module import GainLearner
 
-#: Row label -> loss weights (on top of si_sdr=1).
+#: Row label -> loss weights (si_sdr=1 in every row). The first row is the reference.
 LOSSES = {
-    "si_sdr only (default)": {},
-    "loss.masked_magnitude=50": {"masked_magnitude": 50.0},
-    "loss.spectral=50": {"spectral": 50.0},
+    "si_sdr only": {"masked_magnitude": 0.0},
+    "loss.masked_magnitude=20 (default)": {"masked_magnitude": 20.0},
+    "loss.spectral=50": {"spectral": 50.0, "masked_magnitude": 0.0},
 }
 DEFAULT_NET = {"kind": "gainnet", "causal": False, "depth": 1, "context": 3, "rank": 16}
 

@@ -130,7 +130,7 @@ def test_loss_is_negative_si_sdr_and_ignores_padding():
 
 def test_masked_magnitude_term_adds_to_the_loss_and_trains():
     weight = 50.0
-    plain = GainLearner(net=NET)
+    plain = GainLearner(net=NET, loss={"masked_magnitude": 0.0})
     module = GainLearner(net=NET, loss={"masked_magnitude": weight})
     clean = _speech_like(2)
     noisy = clean + 0.1 * torch.randn_like(clean)
@@ -155,15 +155,15 @@ def test_silent_clean_clip_leaves_no_nan_in_validation_means():
 
 def test_nan_loss_stops_with_step_and_batch_index():
     module = GainLearner(net=NET)
-    original = module.net.forward
+    original = module.enhance
     calls = {"n": 0}
 
     def poisoned(waveform):
         calls["n"] += 1
-        out = original(waveform)
-        return out * float("nan") if calls["n"] == 3 else out
+        out, masked = original(waveform)
+        return (out * float("nan") if calls["n"] == 3 else out), masked
 
-    module.net.forward = poisoned  # type: ignore[method-assign]
+    module.enhance = poisoned  # type: ignore[method-assign]
     trainer = _trainer(max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0)
     with pytest.raises(NonFiniteLossError, match=r"global step 2, epoch 0, batch index 2"):
         trainer.fit(module, train_dataloaders=_loader(4))
@@ -210,7 +210,7 @@ def test_hparams_survive_torch_save_weights_only():
     assert loaded["hyper_parameters"]["loss"] == {
         "si_sdr": 1.0,
         "spectral": 0.5,
-        "masked_magnitude": 0.0,
+        "masked_magnitude": 20.0,
     }
 
 
