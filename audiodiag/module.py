@@ -145,8 +145,9 @@ class GainLearner(pl.LightningModule):
         masked: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Weighted loss and the batch-mean SI-SDR (dB) that it contains, padding masked out.
-        ``masked``: (noisy spectrum, gains) from :meth:`enhance`, for ``loss.masked_magnitude``
-        (padded frames count as they are: the training crops are never padded)."""
+        ``masked``: (noisy spectrum, gains) from :meth:`enhance`, for ``loss.masked_magnitude``.
+        Its frames past a clip's length count too: there the reference is silence and the input
+        holds the noise alone (a short utterance's crop), or both are zero padding (no loss)."""
         enhanced, clean = enhanced.float(), clean.float()
         if lengths is not None and bool((lengths < clean.shape[-1]).any()):
             time = torch.arange(clean.shape[-1], device=clean.device)

@@ -63,7 +63,7 @@ ROWS: dict[str, list[str]] = {
     # A quarter of the training noise gated into bursts (noise=default's setting since then).
     "rank16-bursts": ["layer.rank=16", _BURSTS],
     "rank16-causal-bursts": ["layer.rank=16", _CAUSAL, _BURSTS],
-    # Today's default (rank 16 + bursts) with the spectral term at the weight that moved PESQ.
+    # Rank 16 + bursts with the spectral term at the weight that moved PESQ-WB.
     "rank16-bursts-spectral": ["layer.rank=16", _BURSTS, "loss.spectral=50"],
     # The old default on today's data (bursts), and whether more rank keeps helping.
     "rank0-bursts": [_RANK0, _BURSTS],
