@@ -72,6 +72,12 @@ ROWS: dict[str, list[str]] = {
     "rank16-bursts-masked": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=50"],
     "rank16-bursts-masked10": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=10"],
     "rank16-bursts-masked20": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=20"],
+    "rank16-causal-bursts-masked20": [
+        "layer.rank=16",
+        _CAUSAL,
+        _BURSTS,
+        "loss.masked_magnitude=20",
+    ],
 }
 
 HELD_OUT_FAMILIES = ("instruments", "modulated")
