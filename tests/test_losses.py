@@ -119,3 +119,19 @@ def test_masked_magnitude_loss_scores_the_masked_spectrum() -> None:
     assert masked_magnitude_loss(exact, noisy_spec, clean_spec) < 1e-3 * loss
     with pytest.raises(ValueError, match="must have one shape"):
         masked_magnitude_loss(gains[..., 1:], noisy_spec, clean_spec)
+
+
+def test_masked_magnitude_gradient_keeps_the_gains_memory_layout() -> None:
+    # GainNet's gains are a transposed view of a (B, N, F) tensor; a gradient that came back in
+    # (B, F, N) order would make every backward op of the network work on strided memory.
+    front = StftFrontEnd(512, 128)
+    estimate, target = _pair(batch=2, length=8000)
+    noisy_spec, clean_spec = front.analysis(estimate), front.analysis(target)
+    logits = torch.rand(noisy_spec.transpose(1, 2).shape, requires_grad=True)
+    time_major = logits * 1.0
+    seen: list[torch.Tensor] = []
+    time_major.register_hook(seen.append)
+    masked_magnitude_loss(
+        torch.sigmoid(time_major).transpose(1, 2), noisy_spec, clean_spec
+    ).backward()
+    assert seen[0].is_contiguous()
