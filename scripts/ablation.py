@@ -72,6 +72,21 @@ ROWS: dict[str, list[str]] = {
     "rank16-bursts-masked": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=50"],
     "rank16-bursts-masked10": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=10"],
     "rank16-bursts-masked20": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=20"],
+    # The low-rank part on every diagonal layer, so every lag sees the whole spectrum.
+    "rank16-all-bursts-masked20": [
+        "layer.rank=16",
+        "model.rank_scope=all",
+        _BURSTS,
+        "loss.masked_magnitude=20",
+    ],
+    # One neighbour each side in every diagonal layer (a band needs mask, sparse or diag).
+    "rank16-bandwidth1-bursts-masked20": [
+        "layer.rank=16",
+        "layer=sparse",
+        "layer.bandwidth=1",
+        _BURSTS,
+        "loss.masked_magnitude=20",
+    ],
     "rank16-causal-bursts-masked20": [
         "layer.rank=16",
         _CAUSAL,
