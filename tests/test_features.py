@@ -49,7 +49,10 @@ def test_front_end_rejects_bad_settings() -> None:
 def test_features_are_level_invariant(causal: bool) -> None:
     front = StftFrontEnd(512, 128)
     feats = PerBinFeatures(frame_rate=125.0, causal=causal, skip_frames=3)
-    x = torch.randn(2, 8000) * torch.linspace(0.1, 1.0, 8000)
+    # Its own generator: with the global one the input depended on the tests run before, and
+    # about 1 draw in 200 has a DC bin so close to zero that the eps keeping log(0) finite shows.
+    noise = torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
+    x = noise * torch.linspace(0.1, 1.0, 8000)
     a = feats(front.analysis(x))
     b = feats(front.analysis(x * 30.0))
     assert a.shape == (2, num_frames(8000, 512, 128), 2, 257)
