@@ -47,6 +47,7 @@ class StallTimer(L.Callback):
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
         self.waits: list[float] = []
+        self.epoch_start_waits: list[float] = []
         self.steps: list[float] = []
         self._end: float | None = None
         self._start = 0.0
@@ -56,6 +57,8 @@ class StallTimer(L.Callback):
         self._start = time.perf_counter()
         if self._end is not None and self._seen >= self.warmup:
             self.waits.append(self._start - self._end)
+            if batch_idx == 0:  # this wait spans the epoch's end and the next one's first batch
+                self.epoch_start_waits.append(self._start - self._end)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         self._end = time.perf_counter()
@@ -67,9 +70,16 @@ class StallTimer(L.Callback):
         """Totals, medians and the stall fraction (wait / (wait + step)) over the timed steps."""
         timed = min(len(self.waits), len(self.steps))
         wait, step = sum(self.waits[:timed]), sum(self.steps[:timed])
+        # Epoch starts apart: a short epoch over a small corpus repeats their one-off costs (new
+        # loader iterator, the noise bank rebuilt per epoch) far more often than a real one does.
+        at_starts = sum(self.epoch_start_waits)
+        steady = wait - at_starts
         return {
             "timed_steps": timed,
             "stall_fraction": wait / (wait + step) if timed else float("nan"),
+            "steady_stall_fraction": steady / (steady + step) if timed else float("nan"),
+            "epoch_starts": len(self.epoch_start_waits),
+            "epoch_start_wait_s_total": at_starts,
             "wait_s_total": wait,
             "step_s_total": step,
             "wait_ms_median": 1e3 * statistics.median(self.waits) if self.waits else None,
@@ -203,6 +213,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{summary['num_workers']} workers, mix_on_device={summary['mix_on_device']} "
         f"(device mixing {'on' if summary['device_mixing'] else 'off'}), "
         f"load average {summary['load_average_1min']:.1f})"
+    )
+    print(
+        f"of which {summary['epoch_start_wait_s_total']:.2f} s at {summary['epoch_starts']} epoch "
+        f"starts; without them the stall is {100 * summary['steady_stall_fraction']:.1f} %"
     )
     if args.ceiling:
         summary["ceiling_steps_per_s"] = ceiling(cfg, first[0], args)

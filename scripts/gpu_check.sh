@@ -15,9 +15,10 @@
 #      and mixtures/s of the loader paths, mixing on CUDA    -> bench_data.{txt,json}
 # and a summary (summary.txt) with each step's exit status. Exits non-zero if any step failed.
 #
-# For a short lease: GPU_CHECK_LAYERS="sparse" trains only the layers named (default: all four),
-# GPU_CHECK_PIPELINE=0 skips step 5, GPU_CHECK_BENCH_ARGS="--features 257 2049" is passed on to
-# the layer benchmark.
+# For a short lease: GPU_CHECK_LAYERS="sparse" trains only the layers named (default: all four;
+# set but empty: none), GPU_CHECK_TESTS=0 skips step 2, GPU_CHECK_BENCH=0 step 4 and
+# GPU_CHECK_PIPELINE=0 step 5; GPU_CHECK_BENCH_ARGS="--features 257 2049" is passed on to the
+# layer benchmark.
 set -u -o pipefail
 
 if [ $# -lt 1 ]; then
@@ -30,6 +31,7 @@ OUT="$(cd "$OUT" && pwd)"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 PY="${PYTHON:-python}"
+command -v "$PY" > /dev/null || PY=python3
 if [ -x "$REPO/.venv/bin/python" ] && [ -z "${PYTHON:-}" ]; then PY="$REPO/.venv/bin/python"; fi
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 # No internet: keep every tool offline.
@@ -67,15 +69,21 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
     exit 1
 fi
 
-step "gpu tests" "$OUT/pytest_gpu.txt" "$PY" -m pytest -m gpu -q -p no:cacheprovider
+if [ "${GPU_CHECK_TESTS:-1}" = 0 ]; then
+    echo "gpu tests skipped (GPU_CHECK_TESTS=0)" | tee -a "$SUMMARY"
+else
+    step "gpu tests" "$OUT/pytest_gpu.txt" "$PY" -m pytest -m gpu -q -p no:cacheprovider
+fi
 
-for layer in ${GPU_CHECK_LAYERS:-elementwise mask sparse diag}; do
+for layer in ${GPU_CHECK_LAYERS-elementwise mask sparse diag}; do
     step "train trainer=gpu layer=$layer" "$OUT/train_gpu_$layer.txt" \
         "$PY" -m audiodiag.train trainer=gpu "layer=$layer" trainer.max_epochs=2 \
         data.num_workers=4 test_pesq_stoi=false "hydra.run.dir=$OUT/train_run_$layer"
 done
 
-if [ -f scripts/bench_layers.py ]; then
+if [ "${GPU_CHECK_BENCH:-1}" = 0 ]; then
+    echo "layer benchmark skipped (GPU_CHECK_BENCH=0)" | tee -a "$SUMMARY"
+elif [ -f scripts/bench_layers.py ]; then
     step "layer benchmark (cuda)" "$OUT/bench_layers.txt" \
         "$PY" scripts/bench_layers.py --device cuda --csv "$OUT/bench_layers.csv" \
         ${GPU_CHECK_BENCH_ARGS:-}

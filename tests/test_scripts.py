@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -78,15 +79,20 @@ def test_stall_timer_splits_wait_and_step(monkeypatch: pytest.MonkeyPatch) -> No
     clock = iter([0.0, 1.0, 1.5, 4.0, 4.5, 7.0, 8.0, 9.0])
     monkeypatch.setattr(data_stall.time, "perf_counter", lambda: next(clock))
     timer = data_stall.StallTimer(warmup=1)
-    for _ in range(4):  # step 0 is warm-up: neither its wait nor its step counts
-        timer.on_train_batch_start(None, None, None, 0)
-        timer.on_train_batch_end(None, None, None, None, 0)
+    # Step 0 is warm-up: neither its wait nor its step counts. Step 3 starts a new epoch.
+    for batch_idx in (0, 1, 2, 0):
+        timer.on_train_batch_start(None, None, None, batch_idx)
+        timer.on_train_batch_end(None, None, None, None, batch_idx)
     summary = timer.summary()
     # Waits 1.5-1.0, 4.5-4.0, 8.0-7.0 = 2.0 s; steps 4.0-1.5, 7.0-4.5, 9.0-8.0 = 6.0 s.
     assert summary["timed_steps"] == 3
     assert summary["wait_s_total"] == pytest.approx(2.0)
     assert summary["step_s_total"] == pytest.approx(6.0)
     assert summary["stall_fraction"] == pytest.approx(0.25)
+    # The epoch start's 1.0 s wait apart: 1.0 s of waits in 7.0 s without it.
+    assert summary["epoch_starts"] == 1
+    assert summary["epoch_start_wait_s_total"] == pytest.approx(1.0)
+    assert summary["steady_stall_fraction"] == pytest.approx(1.0 / 7.0)
 
 
 def test_data_stall_reports_steps_per_second_against_the_ceiling(tmp_path: Path) -> None:
@@ -98,3 +104,55 @@ def test_data_stall_reports_steps_per_second_against_the_ceiling(tmp_path: Path)
     assert summary["timed_steps"] == 3 and 0.0 <= summary["stall_fraction"] < 1.0
     assert summary["steps_per_s"] > 0 and summary["ceiling_steps_per_s"] > 0
     assert json.loads(out.read_text())["ceiling_steps_per_s"] == summary["ceiling_steps_per_s"]
+
+
+def _fake_ablation_run(commands: list[list[str]]):  # type: ignore[no-untyped-def]
+    """Stands in for ablation.run: records each command and writes the report it asks for."""
+
+    def run(command: list[str], log: Path) -> None:
+        commands.append(command)
+        reports = [Path(arg[len("json=") :]) for arg in command if arg.startswith("json=")]
+        for report in reports:
+            groups = {"all": {"kind": "all", "si_sdri": {"model": 1.5}, "n": 4}}
+            report.write_text(json.dumps({"summary": {"groups": groups}}))
+
+    return run
+
+
+def test_ablation_scores_a_row_trained_elsewhere_without_training_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ablation = _load("ablation")
+    train = tmp_path / "rank0" / "train"
+    (train / "checkpoints").mkdir(parents=True)
+    (train / "checkpoints" / "best.ckpt").write_bytes(b"")
+    # Trained on another machine: the checkpoint's recorded path does not exist here.
+    metrics = {"status": "ok", "best_checkpoint": "/gpu/rank0/train/checkpoints/best.ckpt"}
+    (train / "metrics.json").write_text(json.dumps({**metrics, "global_step": 4800}))
+    commands: list[list[str]] = []
+    monkeypatch.setattr(ablation, "run", _fake_ablation_run(commands))
+    args = argparse.Namespace(
+        out=tmp_path, epochs=1, mixtures_per_epoch=16, extra=[], train_only=False
+    )
+    row = ablation.train_and_score("rank0", args, tmp_path / "corpus")
+    assert [command[2] for command in commands] == ["audiodiag.evaluate"] * 3
+    assert all(f"model={train / 'checkpoints' / 'best.ckpt'}" in c for c in commands)
+    assert row["global_step"] == 4800 and row["voices"]["all"]["si_sdri"] == 1.5
+    assert (tmp_path / "rank0" / "row.json").exists()
+
+
+def test_ablation_train_only_trains_an_unfinished_row_and_scores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ablation = _load("ablation")
+    train = tmp_path / "rank0" / "train"
+    train.mkdir(parents=True)
+    (train / "metrics.json").write_text(json.dumps({"status": "interrupted"}))
+    commands: list[list[str]] = []
+    monkeypatch.setattr(ablation, "run", _fake_ablation_run(commands))
+    args = argparse.Namespace(
+        out=tmp_path, epochs=3, mixtures_per_epoch=16, extra=["trainer=gpu"], train_only=True
+    )
+    assert ablation.train_and_score("rank0", args, tmp_path / "corpus") == {}
+    assert len(commands) == 1 and commands[0][2] == "audiodiag.train"
+    assert "trainer.max_epochs=3" in commands[0] and commands[0][-1] == "trainer=gpu"
