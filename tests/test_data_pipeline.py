@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -178,6 +179,47 @@ def test_noise_bank_is_seeded_per_split_and_epoch():
     assert torch.equal(views[0], train0[0, 10:8010])
     assert torch.equal(views[1], bank.get("train", 0)[0][3, 8000:16000])
     assert views[2] is None  # a folder recording's row: no noise from the bank
+
+
+def test_noise_bank_builds_the_next_training_epoch_ahead_with_the_same_clips():
+    noise = NoiseSource({"pink": 1.0, "tonal": 1.0})
+    bank = NoiseBank(noise, 16000, 8000, clips=2, clip_seconds=1.0, seed=5)
+    bank.get("train", 0)
+    assert bank._ahead is not None and bank._ahead[1] == 1  # epoch 1 is under way
+    ahead = bank._ahead
+    train1 = bank.get("train", 1)[0]
+    assert not ahead[2].is_alive() and bank._ahead[1] == 2  # taken, and epoch 2 started
+    fresh = NoiseBank(noise, 16000, 8000, clips=2, clip_seconds=1.0, seed=5)
+    assert torch.equal(train1, fresh._build("train", 1, None)[0])
+    # Epoch 5 was not built ahead (a resumed run): built here, the same clips.
+    assert torch.equal(bank.get("train", 5)[0], fresh._build("train", 5, None)[0])
+
+
+def test_noise_bank_ignores_a_build_ahead_from_another_process():
+    noise = NoiseSource({"pink": 1.0})
+    bank = NoiseBank(noise, 16000, 8000, clips=2, clip_seconds=1.0, seed=5)
+    bank.get("train", 0)
+    # Pickled for a spawned worker: no thread travels.
+    copy = pickle.loads(pickle.dumps(bank))
+    assert copy._ahead is None
+    # Forked: the thread stayed in the parent, so its result never comes; build here instead.
+    pid, epoch, thread, _ = bank._ahead
+    thread.join()
+    bank._ahead = (pid + 1, epoch, thread, {})
+    assert torch.equal(bank.get("train", 1)[0], copy.get("train", 1)[0])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_waits_for_the_bank_being_built_ahead():
+    # A child forked while the build thread holds a lock (the allocator's, say) can deadlock.
+    bank = NoiseBank(NoiseSource({"pink": 1.0}), 16000, 8000, clips=4, clip_seconds=1.0, seed=5)
+    bank.get("train", 0)
+    thread = bank._ahead[2]
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert not thread.is_alive()
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -11,11 +11,18 @@ offset, and its noise is ``bank[row, offset : offset + segment]``, on the CPU or
 What this trades: within one epoch a type's noise comes from ``clips`` parameter draws (for
 example 24 hum fundamentals) at random offsets, instead of a fresh draw per mixture; the
 training bank is rebuilt every epoch. Raise ``clips`` for more variety per epoch.
+
+Building a training bank takes about a second of CPU, so each one is built ahead, in a thread,
+while the epoch before it runs: on a GPU that second was a stall at every epoch start. A fork
+(DataLoader workers) first waits for such a thread: a child forked while it held a lock deadlocks.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +36,18 @@ BANK_TYPES_EXCLUDED = ("folder",)
 _SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
 
 DrawSpeech = Callable[[np.random.Generator], "torch.Tensor | None"]
+Built = tuple[torch.Tensor, list[str]]
+
+_BUILDING: set[threading.Thread] = set()  # build-ahead threads of this process still running
+
+
+def _finish_builds_before_fork() -> None:
+    for thread in list(_BUILDING):
+        thread.join()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere workers are spawned, never forked
+    os.register_at_fork(before=_finish_builds_before_fork)
 
 
 class NoiseBank:
@@ -65,6 +84,12 @@ class NoiseBank:
         self.types = tuple(t for t in noise.types if t not in BANK_TYPES_EXCLUDED)
         self._built: dict[str, tuple[int, torch.Tensor, list[str]]] = {}
         self._on_device: dict[tuple[str, int, str], torch.Tensor] = {}
+        # The next training epoch's bank being built: (pid, epoch, thread, result holder).
+        self._ahead: tuple[int, int, threading.Thread, dict[str, Built]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A thread does not travel to another process (a spawned worker or rank).
+        return {**self.__dict__, "_ahead": None}
 
     def __repr__(self) -> str:
         return (
@@ -96,6 +121,15 @@ class NoiseBank:
         built = self._built.get(split)
         if built is not None and built[0] == epoch:
             return built[1], built[2]
+        ahead = self._take_ahead(epoch) if split == "train" else None
+        bank, kinds = ahead or self._build(split, epoch, draw_speech)
+        self._built[split] = (epoch, bank, kinds)
+        self._on_device = {k: v for k, v in self._on_device.items() if k[0] != split}
+        if split == "train":
+            self._build_ahead(epoch + 1, draw_speech)
+        return bank, kinds
+
+    def _build(self, split: str, epoch: int, draw_speech: DrawSpeech | None) -> Built:
         rows, kinds = [], []
         for t_index, kind in enumerate(self.types):
             rng = np.random.default_rng([self.seed, 4099, _SPLIT_CODE[split], epoch, t_index])
@@ -106,9 +140,32 @@ class NoiseBank:
                 rows.append(torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32)))
                 kinds.append(made)
         bank = torch.stack(rows) if rows else torch.zeros(0, self.clip_samples)
-        self._built[split] = (epoch, bank, kinds)
-        self._on_device = {k: v for k, v in self._on_device.items() if k[0] != split}
         return bank, kinds
+
+    def _build_ahead(self, epoch: int, draw_speech: DrawSpeech | None) -> None:
+        """Start building the training bank of ``epoch`` in a thread (seeded as always)."""
+        holder: dict[str, Built] = {}
+
+        def build() -> None:
+            try:
+                holder["built"] = self._build("train", epoch, draw_speech)
+            finally:
+                _BUILDING.discard(thread)
+
+        thread = threading.Thread(target=build, name=f"noise-bank-{epoch}", daemon=True)
+        _BUILDING.add(thread)
+        thread.start()
+        self._ahead = (os.getpid(), epoch, thread, holder)
+
+    def _take_ahead(self, epoch: int) -> Built | None:
+        """The bank built ahead for ``epoch``; None where there is none to use: another epoch
+        was built ahead, the thread belongs to the process this one was forked from, or it
+        failed (then the caller builds the bank itself and its error shows)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or ahead[0] != os.getpid() or ahead[1] != epoch:
+            return None
+        ahead[2].join()
+        return ahead[3].get("built")
 
     def slice(self, bank: torch.Tensor, row: int, offset: int) -> torch.Tensor:
         """One mixture's noise: a view of ``segment_samples`` into a bank."""
