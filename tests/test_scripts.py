@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,10 @@ def test_ablation_train_only_trains_an_unfinished_row_and_scores_nothing(
     assert ablation.train_and_score("rank0", args, tmp_path / "corpus") == {}
     assert len(commands) == 1 and commands[0][2] == "audiodiag.train"
     assert "trainer.max_epochs=3" in commands[0] and commands[0][-1] == "trainer=gpu"
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in SCRIPTS.glob("*.sh")))
+def test_shell_scripts_parse(script: str) -> None:
+    # They run on machines this suite never sees (a GPU lease, a clean venv): parse them here.
+    done = subprocess.run(["bash", "-n", str(SCRIPTS / script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
