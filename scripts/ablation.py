@@ -16,8 +16,9 @@ checkpoint is scored three ways with ``python -m audiodiag.evaluate``:
 
 Writes ``OUT/ablation.json`` and ``OUT/ablation.md`` (one row per model; finished rows are
 reused, so an interrupted ablation continues where it stopped). ``--train-only`` trains and
-stops; a later run without it scores the rows already trained (``OUT/ROW/train/metrics.json``)
-without training them again, so rows can train on a GPU machine and be scored here.
+stops; a later run without it scores the rows already trained (``OUT/ROW/train/metrics.json``,
+checked to hold the row's overrides) without training them again, so rows can train on a GPU
+machine and be scored here (``--score-only`` refuses to train a row that is not there).
 """
 
 from __future__ import annotations
@@ -145,12 +146,22 @@ def train_and_score(name: str, args: argparse.Namespace, corpus: Path) -> dict:
     held_out = [f"noise.weights.{family}=0" for family in HELD_OUT_FAMILIES]
     metrics_path = run_dir / "train" / "metrics.json"
     if not _trained(metrics_path):
+        if args.score_only:
+            raise SystemExit(f"--score-only: row {name} has no finished training ({metrics_path})")
         _train(name, args, corpus, run_dir, held_out, log)
     if args.train_only:
         return {}
     metrics = json.loads(metrics_path.read_text())
+    trained_with = set(metrics.get("overrides") or [])
+    if not set(ROWS[name]) <= trained_with:
+        raise SystemExit(
+            f"row {name}: {metrics_path} was trained without {sorted(set(ROWS[name]) - trained_with)}"
+            "; move that run folder away to train the row again"
+        )
     # The checkpoint by its place in this run folder: the row may have trained on another machine.
     checkpoint = run_dir / "train" / "checkpoints" / Path(metrics["best_checkpoint"]).name
+    if not checkpoint.is_file():
+        raise SystemExit(f"row {name}: its best checkpoint {checkpoint} is missing")
     others = [f"noise.weights.{f}=0" for f in noise_families() if f not in HELD_OUT_FAMILIES]
     evaluations = {
         "fixed": ["data=demo"],
@@ -260,6 +271,9 @@ def main() -> None:
     parser.add_argument("--mixtures-per-epoch", type=int, default=240)
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every row")
     parser.add_argument("--train-only", action="store_true", help="train the rows, score none")
+    parser.add_argument(
+        "--score-only", action="store_true", help="score rows trained before; train none"
+    )
     args = parser.parse_args()
     if not (args.corpus / "train").is_dir() or not (args.corpus / "heldout_voices").is_dir():
         raise SystemExit(

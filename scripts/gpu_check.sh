@@ -31,7 +31,8 @@ OUT="$(cd "$OUT" && pwd)"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 PY="${PYTHON:-python}"
-command -v "$PY" > /dev/null || PY=python3
+# A machine with only python3 (the lent GPU image); a PYTHON that was set is used as given.
+[ -z "${PYTHON:-}" ] && ! command -v python > /dev/null && PY=python3
 if [ -x "$REPO/.venv/bin/python" ] && [ -z "${PYTHON:-}" ]; then PY="$REPO/.venv/bin/python"; fi
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 # No internet: keep every tool offline.

@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -210,16 +211,25 @@ def test_noise_bank_ignores_a_build_ahead_from_another_process():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_fork_waits_for_the_bank_being_built_ahead():
+def test_a_fork_waits_for_the_bank_being_built_ahead(monkeypatch):
     # A child forked while the build thread holds a lock (the allocator's, say) can deadlock.
-    bank = NoiseBank(NoiseSource({"pink": 1.0}), 16000, 8000, clips=4, clip_seconds=1.0, seed=5)
+    bank = NoiseBank(NoiseSource({"pink": 1.0}), 16000, 8000, clips=2, clip_seconds=1.0, seed=5)
+    build, finished = bank._build, []
+
+    def slow_build(split, epoch, draw_speech):
+        if epoch == 1:  # the build ahead: long enough that a fork not waiting would overtake it
+            time.sleep(0.3)
+            finished.append(time.monotonic())
+        return build(split, epoch, draw_speech)
+
+    monkeypatch.setattr(bank, "_build", slow_build)
     bank.get("train", 0)
-    thread = bank._ahead[2]
     pid = os.fork()
     if pid == 0:
         os._exit(0)
+    forked = time.monotonic()
     os.waitpid(pid, 0)
-    assert not thread.is_alive()
+    assert finished and finished[0] <= forked
 
 
 @pytest.mark.parametrize("workers", [0, 2])

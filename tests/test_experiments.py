@@ -15,8 +15,16 @@ from audiodiag.train import _build_module
 EXPERIMENTS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
+@pytest.fixture
+def hydra_config():
+    """Hydra's run config set for ${hydra:...} interpolations, and unset after the test (other
+    tests read whether it is set)."""
+    yield HydraConfig.instance()
+    HydraConfig.instance().cfg = None
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_composes_and_builds(name, monkeypatch, tmp_path):
+def test_experiment_composes_and_builds(name, monkeypatch, tmp_path, hydra_config):
     monkeypatch.setenv("AUDIODIAG_DATA", str(tmp_path))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
@@ -24,7 +32,7 @@ def test_experiment_composes_and_builds(name, monkeypatch, tmp_path):
             overrides=[f"experiment={name}", f"hydra.run.dir={tmp_path}"],
             return_hydra_config=True,
         )
-    HydraConfig.instance().set_config(cfg)  # for ${hydra:...} (the run directory)
+    hydra_config.set_config(cfg)  # for ${hydra:...} (the run directory)
     # Every interpolation of the run's own config resolves (Hydra's node is Hydra's business).
     for key in cfg:
         if key != "hydra" and OmegaConf.is_config(node := cfg[key]):

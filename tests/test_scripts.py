@@ -120,26 +120,54 @@ def _fake_ablation_run(commands: list[list[str]]):  # type: ignore[no-untyped-de
     return run
 
 
+def _ablation_args(tmp_path: Path, **changes: object) -> argparse.Namespace:
+    defaults = {"epochs": 1, "mixtures_per_epoch": 16, "extra": [], "train_only": False}
+    defaults["score_only"] = False
+    return argparse.Namespace(out=tmp_path, **{**defaults, **changes})
+
+
+def _trained_row(tmp_path: Path, overrides: list[str]) -> Path:
+    """A finished row as another machine left it: its recorded checkpoint path is not here."""
+    train = tmp_path / "rank0" / "train"
+    (train / "checkpoints").mkdir(parents=True)
+    (train / "checkpoints" / "best.ckpt").write_bytes(b"")
+    metrics = {"status": "ok", "best_checkpoint": "/gpu/rank0/train/checkpoints/best.ckpt"}
+    metrics.update(global_step=4800, overrides=["data=folder", *overrides])
+    (train / "metrics.json").write_text(json.dumps(metrics))
+    return train
+
+
 def test_ablation_scores_a_row_trained_elsewhere_without_training_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ablation = _load("ablation")
-    train = tmp_path / "rank0" / "train"
-    (train / "checkpoints").mkdir(parents=True)
-    (train / "checkpoints" / "best.ckpt").write_bytes(b"")
-    # Trained on another machine: the checkpoint's recorded path does not exist here.
-    metrics = {"status": "ok", "best_checkpoint": "/gpu/rank0/train/checkpoints/best.ckpt"}
-    (train / "metrics.json").write_text(json.dumps({**metrics, "global_step": 4800}))
+    train = _trained_row(tmp_path, ablation.ROWS["rank0"])
     commands: list[list[str]] = []
     monkeypatch.setattr(ablation, "run", _fake_ablation_run(commands))
-    args = argparse.Namespace(
-        out=tmp_path, epochs=1, mixtures_per_epoch=16, extra=[], train_only=False
-    )
-    row = ablation.train_and_score("rank0", args, tmp_path / "corpus")
+    row = ablation.train_and_score("rank0", _ablation_args(tmp_path, score_only=True), tmp_path)
     assert [command[2] for command in commands] == ["audiodiag.evaluate"] * 3
     assert all(f"model={train / 'checkpoints' / 'best.ckpt'}" in c for c in commands)
     assert row["global_step"] == 4800 and row["voices"]["all"]["si_sdri"] == 1.5
     assert (tmp_path / "rank0" / "row.json").exists()
+
+
+def test_ablation_refuses_a_run_of_another_row_or_without_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ablation = _load("ablation")
+    train = _trained_row(tmp_path, ["layer.rank=4"])
+    monkeypatch.setattr(ablation, "run", _fake_ablation_run([]))
+    with pytest.raises(SystemExit, match="trained without"):
+        ablation.train_and_score("rank0", _ablation_args(tmp_path), tmp_path)
+    metrics = json.loads((train / "metrics.json").read_text())
+    (train / "metrics.json").write_text(
+        json.dumps({**metrics, "overrides": ablation.ROWS["rank0"]})
+    )
+    (train / "checkpoints" / "best.ckpt").unlink()
+    with pytest.raises(SystemExit, match="best.ckpt is missing"):
+        ablation.train_and_score("rank0", _ablation_args(tmp_path), tmp_path)
+    with pytest.raises(SystemExit, match="--score-only: row rank16 has no finished training"):
+        ablation.train_and_score("rank16", _ablation_args(tmp_path, score_only=True), tmp_path)
 
 
 def test_ablation_train_only_trains_an_unfinished_row_and_scores_nothing(
@@ -151,9 +179,7 @@ def test_ablation_train_only_trains_an_unfinished_row_and_scores_nothing(
     (train / "metrics.json").write_text(json.dumps({"status": "interrupted"}))
     commands: list[list[str]] = []
     monkeypatch.setattr(ablation, "run", _fake_ablation_run(commands))
-    args = argparse.Namespace(
-        out=tmp_path, epochs=3, mixtures_per_epoch=16, extra=["trainer=gpu"], train_only=True
-    )
+    args = _ablation_args(tmp_path, epochs=3, extra=["trainer=gpu"], train_only=True)
     assert ablation.train_and_score("rank0", args, tmp_path / "corpus") == {}
     assert len(commands) == 1 and commands[0][2] == "audiodiag.train"
     assert "trainer.max_epochs=3" in commands[0] and commands[0][-1] == "trainer=gpu"

@@ -13,8 +13,11 @@ example 24 hum fundamentals) at random offsets, instead of a fresh draw per mixt
 training bank is rebuilt every epoch. Raise ``clips`` for more variety per epoch.
 
 Building a training bank takes about a second of CPU, so each one is built ahead, in a thread,
-while the epoch before it runs: on a GPU that second was a stall at every epoch start. A fork
-(DataLoader workers) first waits for such a thread: a child forked while it held a lock deadlocks.
+while the epoch before it runs: on a GPU that second was a stall at every epoch start. What is
+left is the part of a build that an epoch shorter than the build does not cover, and the
+thread's share of the interpreter lock. A fork (DataLoader workers) first waits for such a
+thread: a child forked while it held a lock could deadlock. Workers that do not persist between
+epochs start a build they never use.
 """
 
 from __future__ import annotations
@@ -154,7 +157,11 @@ class NoiseBank:
 
         thread = threading.Thread(target=build, name=f"noise-bank-{epoch}", daemon=True)
         _BUILDING.add(thread)
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:  # a thread never started must not be joined before a fork
+            _BUILDING.discard(thread)
+            raise
         self._ahead = (os.getpid(), epoch, thread, holder)
 
     def _take_ahead(self, epoch: int) -> Built | None:
