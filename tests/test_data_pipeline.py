@@ -200,9 +200,11 @@ def test_noise_bank_ignores_a_build_ahead_from_another_process():
     noise = NoiseSource({"pink": 1.0})
     bank = NoiseBank(noise, 16000, 8000, clips=2, clip_seconds=1.0, seed=5)
     bank.get("train", 0)
-    # Pickled for a spawned worker: no thread travels.
+    bank.windows("train", torch.tensor([0]), torch.tensor([0]), torch.tensor([0]))
+    assert bank._on_device  # the copy on the "device" (here the CPU)
+    # Pickled for a spawned worker: no thread and no device copy travel.
     copy = pickle.loads(pickle.dumps(bank))
-    assert copy._ahead is None
+    assert copy._ahead is None and copy._on_device == {}
     # Forked: the thread stayed in the parent, so its result never comes; build here instead.
     pid, epoch, thread, _ = bank._ahead
     thread.join()

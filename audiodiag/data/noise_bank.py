@@ -91,8 +91,9 @@ class NoiseBank:
         self._ahead: tuple[int, int, threading.Thread, dict[str, Built]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        # A thread does not travel to another process (a spawned worker or rank).
-        return {**self.__dict__, "_ahead": None}
+        # Neither a thread nor the device copies travel to another process (a spawned worker or
+        # rank): a worker that received CUDA tensors would start CUDA itself.
+        return {**self.__dict__, "_ahead": None, "_on_device": {}}
 
     def __repr__(self) -> str:
         return (
