@@ -145,13 +145,16 @@ def train_and_score(name: str, args: argparse.Namespace, corpus: Path) -> dict:
     log = run_dir / "ablation.log"
     held_out = [f"noise.weights.{family}=0" for family in HELD_OUT_FAMILIES]
     metrics_path = run_dir / "train" / "metrics.json"
-    if not _trained(metrics_path):
+    metrics = _finished(metrics_path)
+    if metrics is None:
         if args.score_only:
             raise SystemExit(f"--score-only: row {name} has no finished training ({metrics_path})")
         _train(name, args, corpus, run_dir, held_out, log)
+        metrics = _finished(metrics_path)
     if args.train_only:
         return {}
-    metrics = json.loads(metrics_path.read_text())
+    if metrics is None:
+        raise SystemExit(f"row {name}: training ended without a finished {metrics_path}")
     trained_with = set(metrics.get("overrides") or [])
     if not set(ROWS[name]) <= trained_with:
         raise SystemExit(
@@ -192,8 +195,12 @@ def train_and_score(name: str, args: argparse.Namespace, corpus: Path) -> dict:
     return row
 
 
-def _trained(metrics_path: Path) -> bool:
-    return metrics_path.exists() and json.loads(metrics_path.read_text()).get("status") == "ok"
+def _finished(metrics_path: Path) -> dict | None:
+    """A finished training run's metrics; None when there is none (or it did not finish)."""
+    if not metrics_path.exists():
+        return None
+    metrics = json.loads(metrics_path.read_text())
+    return metrics if metrics.get("status") == "ok" else None
 
 
 def _train(
