@@ -313,6 +313,9 @@ class ElementwiseDiagonal(DiagonalLinear):
             return x * self.weight
         if torch.jit.is_scripting() or not torch.is_grad_enabled():
             return torch.addcmul(base, x, self.weight)
+        if torch.compiler.is_compiling():
+            # Inductor fuses the whole sum into one loop, forward and backward.
+            return torch.addcmul(base, x, self.weight)
         return self._add_scaled(base, x)
 
     @torch.jit.unused

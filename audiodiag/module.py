@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -26,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from audiodiag.compiled import compile_blocker, compile_network
 from audiodiag.losses import masked_magnitude_loss, si_sdr, spectral_magnitude_loss
 from audiodiag.metrics import (
     per_clip_si_sdr,
@@ -72,6 +73,9 @@ class GainLearner(pl.LightningModule):
         test_reference: plain kwargs of a reference net (e.g. ``{"kind": "wiener"}``) scored on
             the same test clips so the report has its row beside the model's; ``None`` skips.
         monitor: the validation metric the plateau scheduler follows.
+        compile_network: train through ``torch.compile`` of the network
+            (:mod:`audiodiag.compiled`); where it cannot compile (no C++ compiler on CPU,
+            ``layer=sparse``, a compiler error) training runs eager and says why, once.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class GainLearner(pl.LightningModule):
         test_pesq_stoi: bool = True,
         test_reference: Mapping[str, Any] | None = None,
         monitor: str = "val/si_sdri",
+        compile_network: bool = False,
     ) -> None:
         super().__init__()
         # Plain containers only: checkpoints must load with weights_only=True.
@@ -124,6 +129,9 @@ class GainLearner(pl.LightningModule):
         self._pesq_stoi_on = False
         # A tuple keeps the reference net out of the state_dict and the optimiser.
         self._reference: tuple[nn.Module, ...] = ()
+        # The compiled network once decided (a tuple keeps it out of the module tree); None:
+        # not decided yet; (): training eager.
+        self._compiled: tuple[Callable[[Tensor], Tensor], ...] | None = None
 
     # ------------------------------------------------------------------ forward and loss
     def forward(self, waveform: Tensor) -> Tensor:
@@ -132,10 +140,36 @@ class GainLearner(pl.LightningModule):
 
     def enhance(self, noisy: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
         """The enhanced batch, and (spectrum, gains) when the masked-spectrum loss needs them."""
+        network = self._compiled_network() if noisy.shape[-1] > 0 else None
+        if network is not None:
+            spec = self.net.stft.analysis(noisy)
+            try:
+                gains = network(self.net.features(spec))
+            except Exception as error:  # noqa: BLE001 - any compiler failure: train eager
+                self._compiled = ()
+                reason = (str(error).strip().splitlines() or [""])[0]
+                log.warning(
+                    "compile=true failed, training eager: %s: %s", type(error).__name__, reason
+                )
+                return self.enhance(noisy)
+            enhanced = self.net.stft.synthesis(spec * gains, noisy.shape[-1])
+            return enhanced, (spec, gains) if self.hparams["loss"]["masked_magnitude"] else None
         if self.hparams["loss"]["masked_magnitude"] and noisy.shape[-1] > 0:
             enhanced, spec, gains = self.net.enhance_with_gains(noisy)
             return enhanced, (spec, gains)
         return self.net(noisy), None
+
+    def _compiled_network(self) -> Callable[[Tensor], Tensor] | None:
+        """The compiled network for a training step, or None (eager). Decided at the first
+        training step, on the device that step runs on."""
+        if not (self.hparams.get("compile_network") and self.training and torch.is_grad_enabled()):
+            return None
+        if self._compiled is None:
+            blocker = compile_blocker(self.net, self.device)
+            if blocker:
+                rank_zero_info(f"compile=true: training eager ({blocker})")
+            self._compiled = () if blocker else (compile_network(self.net),)
+        return self._compiled[0] if self._compiled else None
 
     def compute_loss(
         self,

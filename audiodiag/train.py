@@ -324,6 +324,7 @@ def _build_module(cfg: DictConfig, metrics: dict[str, Any]) -> GainLearner:
         test_pesq_stoi=bool(cfg.get("test_pesq_stoi", True)),
         test_reference=None if is_wiener or not reference else _container(reference),
         monitor=str(cfg.monitor),
+        compile_network=bool(cfg.get("compile", False)),
     )
     n_params = count_parameters(module.net)
     metrics.update(

@@ -13,6 +13,11 @@ Usage::
     python scripts/profile_model.py                       # default GainNet, 2 threads
     python scripts/profile_model.py --layer mask --threads 1 --batch 16 --seconds 2
     python scripts/profile_model.py --model '{"depth": 2, "context": 3}'
+    python scripts/profile_model.py --eager   # the network without torch.compile
+
+The network is timed as training runs it: through ``torch.compile`` (``compile=true``, the
+default; :mod:`audiodiag.compiled`) unless ``--eager`` or it cannot compile here (then it says
+why). The other parts and inference are eager, as in training and in enhance.
 
 Timings on a shared machine are noisy: the script takes the median of ``--repeats`` runs.
 """
@@ -23,18 +28,25 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
+from audiodiag.compiled import compile_blocker, compile_network
 from audiodiag.losses import neg_si_sdr_loss
 from audiodiag.model import GainNet
 
+Network = Callable[[torch.Tensor], torch.Tensor]
 
-def split_step(net: GainNet, noisy: torch.Tensor, clean: torch.Tensor | None) -> dict[str, float]:
+
+def split_step(
+    net: GainNet, noisy: torch.Tensor, clean: torch.Tensor | None, network: Network | None = None
+) -> dict[str, float]:
     """Seconds per part of one real step, timed in place.
 
     The step is GainNet's own forward written out (analysis, features, gains, masked synthesis,
-    loss) with a clock between the parts. In a training step, hooks on the enhanced waveform
+    loss) with a clock between the parts; ``network`` replaces ``net.gains_from_features`` in
+    a training step (the compiled one). In a training step, hooks on the enhanced waveform
     and on the gains mark where the backward pass leaves the loss, then the transforms, and
     enters the network. ``clean=None`` times inference (no gradient, no loss).
     """
@@ -49,7 +61,7 @@ def split_step(net: GainNet, noisy: torch.Tensor, clean: torch.Tensor | None) ->
         mark("analysis")
         features = net.features(spec)
         mark("features")
-        gains = net.gains_from_features(features)
+        gains = (network if clean is not None and network else net.gains_from_features)(features)
         mark("network")
         enhanced = net.stft.synthesis(spec * gains, noisy.shape[-1])
         mark("synthesis")
@@ -81,15 +93,18 @@ def split_step(net: GainNet, noisy: torch.Tensor, clean: torch.Tensor | None) ->
     }
 
 
-def profile(net: GainNet, batch: int, seconds: float, repeats: int) -> dict[str, dict[str, float]]:
+def profile(
+    net: GainNet, batch: int, seconds: float, repeats: int, network: Network | None = None
+) -> dict[str, dict[str, float]]:
     """Median milliseconds per part for a training step and for inference on one clip."""
     length = int(seconds * net.sample_rate)
     noisy = torch.randn(batch, length) * 0.1
     clean = torch.randn(batch, length) * 0.1
 
     def medians(x: torch.Tensor, target: torch.Tensor | None) -> dict[str, float]:
-        split_step(net, x, target)  # warm-up (allocator, lazy init)
-        runs = [split_step(net, x, target) for _ in range(repeats)]
+        for _ in range(2):  # warm-up (allocator, lazy init, the compiler's first two calls)
+            split_step(net, x, target, network)
+        runs = [split_step(net, x, target, network) for _ in range(repeats)]
         return {key: 1e3 * statistics.median(run[key] for run in runs) for key in runs[0]}
 
     net.train()
@@ -107,6 +122,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--eager", action="store_true", help="train the network uncompiled")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -117,10 +133,13 @@ def main() -> None:
     macs = net.macs_per_second()
     for key, value in macs.items():
         print(f"  {key:<11} {value / 1e6:8.3f} M   ({100 * value / macs['total']:5.1f} %)")
-    timings = profile(net, args.batch, args.seconds, args.repeats)
+    blocker = "--eager" if args.eager else compile_blocker(net, torch.device("cpu"))
+    network = None if blocker else compile_network(net)
+    timings = profile(net, args.batch, args.seconds, args.repeats, network)
+    how = f"eager: {blocker}" if blocker else "torch.compile"
     print(
         f"\nmeasured, median of {args.repeats} (batch {args.batch} x {args.seconds:g} s, "
-        f"{args.threads} threads; inference on one clip)"
+        f"{args.threads} threads; inference on one clip; training network {how})"
     )
     parts = ("transforms", "loss", "features", "network")
     print(f"  {'':<20}{'total ms':>10}" + "".join(f"{part:>13}" for part in parts))

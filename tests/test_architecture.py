@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "model": 1,
     "wiener": 1,
     "nets": 1,
+    "compiled": 1,
     # foundation
     "layers": 0,
     "recurrence": 0,
