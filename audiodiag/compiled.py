@@ -44,4 +44,5 @@ def compile_blocker(net: nn.Module, device: torch.device) -> str | None:
 
 def compile_network(net: nn.Module) -> Callable[[Tensor], Tensor]:
     """``net.gains_from_features`` compiled (lazily: the first call compiles)."""
-    return torch.compile(net.gains_from_features)  # type: ignore[return-value]
+    gains_from_features: Callable[[Tensor], Tensor] = net.gains_from_features  # type: ignore[assignment]
+    return torch.compile(gains_from_features)

@@ -140,11 +140,12 @@ class GainLearner(pl.LightningModule):
 
     def enhance(self, noisy: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
         """The enhanced batch, and (spectrum, gains) when the masked-spectrum loss needs them."""
+        net: Any = self.net  # a spectral-gain enhancer (build_net's kinds)
         network = self._compiled_network() if noisy.shape[-1] > 0 else None
         if network is not None:
-            spec = self.net.stft.analysis(noisy)
+            spec = net.stft.analysis(noisy)
             try:
-                gains = network(self.net.features(spec))
+                gains = network(net.features(spec))
             except Exception as error:  # noqa: BLE001 - any compiler failure: train eager
                 self._compiled = ()
                 reason = (str(error).strip().splitlines() or [""])[0]
@@ -152,12 +153,12 @@ class GainLearner(pl.LightningModule):
                     "compile=true failed, training eager: %s: %s", type(error).__name__, reason
                 )
                 return self.enhance(noisy)
-            enhanced = self.net.stft.synthesis(spec * gains, noisy.shape[-1])
+            enhanced = net.stft.synthesis(spec * gains, noisy.shape[-1])
             return enhanced, (spec, gains) if self.hparams["loss"]["masked_magnitude"] else None
         if self.hparams["loss"]["masked_magnitude"] and noisy.shape[-1] > 0:
-            enhanced, spec, gains = self.net.enhance_with_gains(noisy)
+            enhanced, spec, gains = net.enhance_with_gains(noisy)
             return enhanced, (spec, gains)
-        return self.net(noisy), None
+        return net(noisy), None
 
     def _compiled_network(self) -> Callable[[Tensor], Tensor] | None:
         """The compiled network for a training step, or None (eager). Decided at the first
@@ -200,7 +201,8 @@ class GainLearner(pl.LightningModule):
             total = total + weights["spectral"] * spectral_magnitude_loss(enhanced, clean)
         if weights["masked_magnitude"] and masked is not None:
             spec, gains = masked
-            clean_spec = self.net.stft.analysis(clean.to(spec.real.dtype))
+            net: Any = self.net  # a spectral-gain enhancer: it returned (spectrum, gains)
+            clean_spec = net.stft.analysis(clean.to(spec.real.dtype))
             term = masked_magnitude_loss(gains.float(), spec, clean_spec)
             total = total + weights["masked_magnitude"] * term
         return total, sdr.mean().detach()
