@@ -132,6 +132,7 @@ class GainLearner(pl.LightningModule):
         # The compiled network once decided (a tuple keeps it out of the module tree); None:
         # not decided yet; (): training eager.
         self._compiled: tuple[Callable[[Tensor], Tensor], ...] | None = None
+        self._compile_proven = False  # its backward has compiled and run once
 
     # ------------------------------------------------------------------ forward and loss
     def forward(self, waveform: Tensor) -> Tensor:
@@ -145,7 +146,15 @@ class GainLearner(pl.LightningModule):
         if network is not None:
             spec = net.stft.analysis(noisy)
             try:
-                gains = network(net.features(spec))
+                features = net.features(spec)
+                if not self._compile_proven:
+                    # The backward compiles at its first call, inside Lightning's backward where
+                    # eager could no longer take over: prove it here once, gradients discarded.
+                    params = [p for p in net.parameters() if p.requires_grad]
+                    probe = network(features.detach()).sum()
+                    torch.autograd.grad(probe, params, allow_unused=True)
+                    self._compile_proven = True
+                gains = network(features)
             except Exception as error:  # noqa: BLE001 - any compiler failure: train eager
                 self._compiled = ()
                 reason = (str(error).strip().splitlines() or [""])[0]

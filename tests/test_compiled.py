@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from audiodiag import module as module_lib
 from audiodiag.compiled import compile_blocker, compile_network
@@ -72,13 +73,31 @@ def _loss_of_one_step(learner: GainLearner) -> torch.Tensor:
     return learner.compute_loss(enhanced, clean, None, masked)[0]
 
 
-def test_training_falls_back_to_eager_when_compiling_fails(monkeypatch, caplog):
-    def broken(net):
-        def network(features):
-            raise RuntimeError("inductor: the C++ compiler crashed\nlong details")
+class _BackwardFails(torch.autograd.Function):
+    """The identity, whose backward fails the way a compiler error at the first backward does."""
 
-        return network
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[no-untyped-def]
+        return x.clone()
 
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def]
+        raise RuntimeError("inductor: the C++ compiler crashed\nlong details")
+
+
+def _fails_in_forward(net):
+    def network(features):
+        raise RuntimeError("inductor: the C++ compiler crashed\nlong details")
+
+    return network
+
+
+def _fails_in_backward(net):
+    return lambda features: _BackwardFails.apply(net.gains_from_features(features))
+
+
+@pytest.mark.parametrize("broken", [_fails_in_forward, _fails_in_backward])
+def test_training_falls_back_to_eager_when_compiling_fails(monkeypatch, caplog, broken):
     monkeypatch.setattr(module_lib, "compile_blocker", lambda net, device: None)
     monkeypatch.setattr(module_lib, "compile_network", broken)
     learner = GainLearner(net=NET, compile_network=True)
@@ -112,3 +131,31 @@ def test_evaluation_and_no_compile_never_compile(monkeypatch):
     learner.enhance(torch.randn(1, 4000))
     _loss_of_one_step(GainLearner(net=NET, compile_network=False))
     assert calls == [] and learner._compiled is None
+
+
+def test_a_compiled_training_step_updates_the_weights_as_an_eager_one():
+    """Through Lightning: the one-time proof of the compiled backward leaves no gradient behind,
+    so the optimiser step is the eager one's (to float32 rounding)."""
+    import lightning.pytorch as pl
+
+    if compile_blocker(GainNet(), CPU):
+        pytest.skip(compile_blocker(GainNet(), CPU))
+    generator = torch.Generator().manual_seed(0)
+    clean = 0.1 * torch.randn(2, 4000, generator=generator)
+    batch = {"noisy": clean + 0.05 * torch.randn(2, 4000, generator=generator), "clean": clean}
+    weights = []
+    for compiled in (False, True):
+        learner = GainLearner(net=NET, compile_network=compiled, scheduler={"name": "none"})
+        trainer = pl.Trainer(
+            max_steps=2,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            accelerator="cpu",
+        )
+        trainer.fit(learner, train_dataloaders=DataLoader([batch, batch], batch_size=None))
+        assert bool(learner._compiled) == compiled
+        weights.append(torch.cat([p.detach().flatten() for p in learner.net.parameters()]))
+    torch.testing.assert_close(weights[1], weights[0], rtol=1e-4, atol=1e-5)
