@@ -58,3 +58,21 @@ def test_shipped_models_enhance_the_same_on_cuda(name):
     expected = load_enhancer(f"pretrained:{name}")(noisy)
     got = load_enhancer(f"pretrained:{name}", device="cuda")(noisy)
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_the_compiled_network_matches_eager_on_cuda():
+    """compile=true on a GPU (Triton kernels): gains and gradients as eager CUDA computes them."""
+    from audiodiag.compiled import compile_blocker, compile_network
+
+    net = build_net({"causal": False, "depth": 1, "context": 3, "rank": 16, "seed": 0}).cuda()
+    blocker = compile_blocker(net, torch.device("cuda"))
+    if blocker:
+        pytest.skip(blocker)
+    features = torch.randn(4, 120, 2, net.num_bins, device="cuda")
+    results = []
+    for network in (net.gains_from_features, compile_network(net)):
+        gains = network(features)
+        grads = torch.autograd.grad(gains.square().sum(), list(net.parameters()))
+        results.append([gains, *grads])
+    for compiled, eager in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-4)
