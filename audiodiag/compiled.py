@@ -3,7 +3,7 @@
 A diagonal network is a chain of small elementwise products, sums and activations over whole
 (batch, frames, bins) tensors: memory-bound, one pass over memory per op in eager PyTorch.
 Inductor fuses each sum of diagonal layers into one loop, forward and backward, so the network
-of the default model trains about 2.5x faster on CPU (README, "Where a training step's time
+of the default model trains twice as fast on CPU (README, "Where a training step's time
 goes"). Only the network is compiled: the STFT, features and loss stay eager (inductor does not
 generate code for complex tensors), and evaluation, export and streaming never see the compiled
 function, so checkpoints and exported files are the same as an eager run's.
