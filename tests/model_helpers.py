@@ -24,7 +24,6 @@ TINY_NET = {
 
 def make_checkpoint(path: Path, net: dict | None = None) -> Path:
     """A real GainLearner checkpoint: one optimisation step with Lightning, then save_checkpoint."""
-    import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
     from audiodiag.module import GainLearner
@@ -34,8 +33,20 @@ def make_checkpoint(path: Path, net: dict | None = None) -> Path:
     clean = 0.1 * torch.randn(2, 4000, generator=generator)
     noisy = clean + 0.05 * torch.randn(2, 4000, generator=generator)
     batch = {"noisy": noisy, "clean": clean, "length": torch.full((2,), 4000)}
-    trainer = pl.Trainer(
-        max_steps=1,
+    trainer = quiet_trainer(max_steps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, train_dataloaders=DataLoader([batch], batch_size=None))
+    trainer.save_checkpoint(path)
+    return path
+
+
+def quiet_trainer(max_steps: int):
+    """A CPU Lightning Trainer for a few steps: no logger, checkpoints, progress or validation."""
+    import lightning.pytorch as pl
+
+    return pl.Trainer(
+        max_steps=max_steps,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -44,11 +55,6 @@ def make_checkpoint(path: Path, net: dict | None = None) -> Path:
         accelerator="cpu",
         devices=1,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(model, train_dataloaders=DataLoader([batch], batch_size=None))
-    trainer.save_checkpoint(path)
-    return path
 
 
 def export_file(ckpt: Path, out: Path) -> Path:

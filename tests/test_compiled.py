@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import torch
+from model_helpers import quiet_trainer
 from torch.utils.data import DataLoader
 
 from audiodiag import module as module_lib
@@ -136,8 +137,6 @@ def test_evaluation_and_no_compile_never_compile(monkeypatch):
 def test_a_compiled_training_step_updates_the_weights_as_an_eager_one():
     """Through Lightning: the one-time proof of the compiled backward leaves no gradient behind,
     so the optimiser step is the eager one's (to float32 rounding)."""
-    import lightning.pytorch as pl
-
     if compile_blocker(GainNet(), CPU):
         pytest.skip(compile_blocker(GainNet(), CPU))
     generator = torch.Generator().manual_seed(0)
@@ -146,16 +145,7 @@ def test_a_compiled_training_step_updates_the_weights_as_an_eager_one():
     weights = []
     for compiled in (False, True):
         learner = GainLearner(net=NET, compile_network=compiled, scheduler={"name": "none"})
-        trainer = pl.Trainer(
-            max_steps=2,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            accelerator="cpu",
-        )
-        trainer.fit(learner, train_dataloaders=DataLoader([batch, batch], batch_size=None))
+        quiet_trainer(max_steps=2).fit(learner, train_dataloaders=DataLoader([batch, batch], batch_size=None))
         assert bool(learner._compiled) == compiled
         weights.append(torch.cat([p.detach().flatten() for p in learner.net.parameters()]))
     torch.testing.assert_close(weights[1], weights[0], rtol=1e-4, atol=1e-5)
