@@ -145,7 +145,9 @@ def test_a_compiled_training_step_updates_the_weights_as_an_eager_one():
     weights = []
     for compiled in (False, True):
         learner = GainLearner(net=NET, compile_network=compiled, scheduler={"name": "none"})
-        quiet_trainer(max_steps=2).fit(learner, train_dataloaders=DataLoader([batch, batch], batch_size=None))
+        quiet_trainer(max_steps=2).fit(
+            learner, train_dataloaders=DataLoader([batch, batch], batch_size=None)
+        )
         assert bool(learner._compiled) == compiled
         weights.append(torch.cat([p.detach().flatten() for p in learner.net.parameters()]))
     torch.testing.assert_close(weights[1], weights[0], rtol=1e-4, atol=1e-5)
