@@ -27,6 +27,7 @@ import math
 import os
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,32 @@ def _test_trainer(trainer: pl.Trainer, trainer_cfg: DictConfig, loggers: list) -
     )
 
 
+@contextlib.contextmanager
+def lightning_lines_in_run_log() -> Iterator[None]:
+    """Send Lightning's log lines to the run's log file(s) too, for the duration of a run.
+
+    Lightning's loggers stop propagating when they are imported before logging is configured
+    (as under Hydra), so their lines, and this package's ``rank_zero_info`` ones ("compile=true:
+    training eager (...)"), reached the console only, not ``train.log``. The root logger's file
+    handlers are added to them and taken off again afterwards (a multirun's next job has its own).
+    """
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    added = [
+        (logger, handler)
+        for logger in map(logging.getLogger, ("lightning.pytorch", "lightning.fabric"))
+        if not logger.propagate
+        for handler in files
+        if handler not in logger.handlers
+    ]
+    for logger, handler in added:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger, handler in added:
+            logger.removeHandler(handler)
+
+
 def train(cfg: DictConfig) -> float:
     """Run one training (or evaluation-only) job described by ``cfg``; return the monitor value.
 
@@ -274,7 +301,8 @@ def train(cfg: DictConfig) -> float:
     }
     started = time.perf_counter()
     try:
-        value = _train(cfg, output_dir, metrics)
+        with lightning_lines_in_run_log():
+            value = _train(cfg, output_dir, metrics)
     except BaseException as error:
         # Lightning turns Ctrl-C into a graceful shutdown followed by SystemExit.
         interrupted = isinstance(error, KeyboardInterrupt | SystemExit)

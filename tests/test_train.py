@@ -268,6 +268,31 @@ def test_command_line_run_writes_the_run_directory(tmp_path):
     ):
         assert (run_dir / name).exists(), name
     assert any((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    # Lightning's own lines reach the run's log, not only the console.
+    assert "`max_epochs=1` reached" in (run_dir / "train.log").read_text()
+
+
+def test_lightning_lines_go_to_the_run_log_for_the_run_only(tmp_path, monkeypatch):
+    import logging
+
+    from lightning.pytorch.utilities import rank_zero_info
+
+    from audiodiag.train import lightning_lines_in_run_log
+
+    # As under Hydra: Lightning, imported before logging was set up, does not propagate.
+    monkeypatch.setattr(logging.getLogger("lightning.pytorch"), "propagate", False)
+    handler = logging.FileHandler(tmp_path / "train.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        with lightning_lines_in_run_log():
+            rank_zero_info("during the run")
+        rank_zero_info("after the run")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    text = (tmp_path / "train.log").read_text()
+    assert "during the run" in text and "after the run" not in text
+    assert handler not in logging.getLogger("lightning.pytorch").handlers
 
 
 @pytest.mark.parametrize("kind", ["gainnet", "wiener"])
