@@ -44,6 +44,7 @@ _CAUSAL = "model.causal=true"
 _MEMORY = "model.memory=recurrent"
 _SPECTRAL = "loss.spectral=1.0"
 _BURSTS = "noise.burst_probability=0.25"
+_WIDE_SPEED = "data.speed_range=[0.85,1.45]"  # as pretrain_causal and pretrain_offline
 ROWS: dict[str, list[str]] = {
     "rank0": [_RANK0],  # the default before the ablation
     "rank0-causal": [_RANK0, _CAUSAL],
@@ -102,6 +103,21 @@ ROWS: dict[str, list[str]] = {
         _MEMORY,
         _BURSTS,
         "loss.masked_magnitude=20",
+    ],
+    # The speed change the shipped models train with (0.85-1.45x), on the default and on the
+    # default + memory: what it does to unheard voices and to gliding tones.
+    "rank16-bursts-masked20-speed": [
+        "layer.rank=16",
+        _BURSTS,
+        "loss.masked_magnitude=20",
+        _WIDE_SPEED,
+    ],
+    "rank16-recurrent-bursts-masked20-speed": [
+        "layer.rank=16",
+        _MEMORY,
+        _BURSTS,
+        "loss.masked_magnitude=20",
+        _WIDE_SPEED,
     ],
 }
 
