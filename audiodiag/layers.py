@@ -311,10 +311,9 @@ class ElementwiseDiagonal(DiagonalLinear):
         base = self.bias if add is None else add if self.bias is None else add + self.bias
         if base is None:
             return x * self.weight
-        if torch.jit.is_scripting() or not torch.is_grad_enabled():
-            return torch.addcmul(base, x, self.weight)
-        if torch.compiler.is_compiling():
-            # Inductor fuses the whole sum into one loop, forward and backward.
+        # Plain addcmul where no backward is recorded here: scripted, no grad, or traced by
+        # torch.compile (inductor fuses a whole sum into one loop, forward and backward).
+        if torch.jit.is_scripting() or not torch.is_grad_enabled() or torch.compiler.is_compiling():
             return torch.addcmul(base, x, self.weight)
         return self._add_scaled(base, x)
 
