@@ -14,8 +14,9 @@ checkpoint is scored three ways with ``python -m audiodiag.evaluate``:
     AUDIODIAG_DATA=/work/data python scripts/ablation.py --out outputs/ablation \
         --rows rank0 rank4 --epochs 80
 
-Writes ``OUT/ablation.json`` and ``OUT/ablation.md`` (one row per model; finished rows are
-reused, so an interrupted ablation continues where it stopped). ``--train-only`` trains and
+Writes ``OUT/ablation.json`` and ``OUT/ablation.md``: one row per model scored into ``OUT``, by
+this run or an earlier or concurrent one (finished rows are reused, so an interrupted ablation
+continues where it stopped, and rows run side by side share one table). ``--train-only`` trains and
 stops; a later run without it scores the rows already trained (``OUT/ROW/train/metrics.json``,
 checked to hold the row's overrides) without training them again, so rows can train on a GPU
 machine and be scored here (``--score-only`` refuses to train a row that is not there).
@@ -34,6 +35,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from audiodiag.atomic import atomic_write  # noqa: E402
 from audiodiag.paths import CONF_DIR, DATA_DIR  # noqa: E402
 
 #: Row name -> Hydra overrides on top of the common budget. Every row names its rank, since the
@@ -118,6 +120,42 @@ ROWS: dict[str, list[str]] = {
         _BURSTS,
         "loss.masked_magnitude=20",
         _WIDE_SPEED,
+    ],
+    # The default grown in time and in depth: a centred 5-frame context (±16 ms of lags,
+    # against ±8), and a second block (every bin's second look at its own history).
+    "rank16-bursts-masked20-context5": [
+        "layer.rank=16",
+        _BURSTS,
+        "loss.masked_magnitude=20",
+        "model.context=5",
+    ],
+    "rank16-bursts-masked20-depth2": [
+        "layer.rank=16",
+        _BURSTS,
+        "loss.masked_magnitude=20",
+        "model.depth=2",
+    ],
+    "rank16-recurrent-bursts-masked20-depth2": [
+        "layer.rank=16",
+        _MEMORY,
+        _BURSTS,
+        "loss.masked_magnitude=20",
+        "model.depth=2",
+    ],
+    # Wider views across bins (a moving partial is a narrow peak between quieter neighbours) and
+    # more hidden channels per bin.
+    "rank16-bandwidth2-bursts-masked20": [
+        "layer.rank=16",
+        "layer=sparse",
+        "layer.bandwidth=2",
+        _BURSTS,
+        "loss.masked_magnitude=20",
+    ],
+    "rank16-bursts-masked20-channels4": [
+        "layer.rank=16",
+        _BURSTS,
+        "loss.masked_magnitude=20",
+        "model.channels=4",
     ],
 }
 
@@ -207,7 +245,8 @@ def train_and_score(name: str, args: argparse.Namespace, corpus: Path) -> dict:
             log,
         )
         row[label] = scores(report)
-    result_path.write_text(json.dumps(row, indent=2))
+    with atomic_write(result_path) as tmp:  # whole or absent for a concurrent summary
+        tmp.write_text(json.dumps(row, indent=2))
     return row
 
 
@@ -303,14 +342,35 @@ def main() -> None:
             f"--corpus {args.corpus}: no train/ and heldout_voices/ folders; "
             "make it with scripts/make_train_corpus.py"
         )
-    rows = [train_and_score(name, args, args.corpus.resolve()) for name in args.rows]
+    for name in args.rows:
+        train_and_score(name, args, args.corpus.resolve())
     if args.train_only:
         return
-    text = markdown(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ablation.json").write_text(json.dumps(rows, indent=2))
-    (args.out / "ablation.md").write_text(text + "\n")
+    text = write_summary(args.out)
     print(text)
+
+
+def finished_rows(out: Path) -> list[dict]:
+    """Every row scored into ``out`` (its ``ROW/row.json``), in the order of ``ROWS``."""
+    found = {}
+    for path in sorted(out.glob("*/row.json")):
+        row = json.loads(path.read_text())
+        found[row["name"]] = row
+    order = {name: index for index, name in enumerate(ROWS)}
+    return sorted(found.values(), key=lambda row: (order.get(row["name"], len(order)), row["name"]))
+
+
+def write_summary(out: Path) -> str:
+    """``OUT/ablation.json`` and ``.md`` over every row scored into ``out``, not only this
+    invocation's: rows run side by side into one folder share one table (each invocation
+    rewrites it whole, atomically, from the rows finished so far)."""
+    rows = finished_rows(out)
+    text = markdown(rows)
+    with atomic_write(out / "ablation.json") as tmp:
+        tmp.write_text(json.dumps(rows, indent=2))
+    with atomic_write(out / "ablation.md") as tmp:
+        tmp.write_text(text + "\n")
+    return text
 
 
 if __name__ == "__main__":

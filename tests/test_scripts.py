@@ -170,6 +170,35 @@ def test_ablation_refuses_a_run_of_another_row_or_without_its_checkpoint(
         ablation.train_and_score("rank16", _ablation_args(tmp_path, score_only=True), tmp_path)
 
 
+def test_ablation_summary_holds_every_row_scored_into_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two invocations into one folder (side by side, or one after the other) share one table,
+    in the order of ROWS, whichever finished last."""
+    ablation = _load("ablation")
+    corpus = tmp_path / "corpus"
+    for split in ("train", "heldout_voices"):
+        (corpus / split).mkdir(parents=True)
+    out = tmp_path / "out"
+
+    def fake_train_and_score(name: str, args: argparse.Namespace, corpus: Path) -> dict:
+        groups = {"all": {"si_sdri": 1.0, "pesq": 1.5, "stoi": 0.9, "n": 4}}
+        row = {"name": name, "fixed": groups, "voices": groups, "families": groups}
+        (args.out / name).mkdir(parents=True, exist_ok=True)
+        (args.out / name / "row.json").write_text(json.dumps(row))
+        return row
+
+    monkeypatch.setattr(ablation, "train_and_score", fake_train_and_score)
+    for rows in (["rank16", "rank0"], ["rank4"]):
+        argv = ["ablation.py", "--out", str(out), "--corpus", str(corpus), "--rows", *rows]
+        monkeypatch.setattr("sys.argv", argv)
+        ablation.main()
+    names = [row["name"] for row in json.loads((out / "ablation.json").read_text())]
+    assert names == ["rank0", "rank4", "rank16"]
+    table = (out / "ablation.md").read_text()
+    assert all(f"| {name} |" in table for name in names)
+
+
 def test_ablation_train_only_trains_an_unfinished_row_and_scores_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
