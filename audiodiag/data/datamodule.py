@@ -446,6 +446,7 @@ class MixtureDataset(Dataset):
         position = index + epoch * self.num_mixtures if self.split == "train" else index
         utterance, clean, length = self._crop_from(position % len(self.utterances), rng)
         if self.bank is None:
+            assert isinstance(clean, torch.Tensor)  # addresses are sent only batched, with a bank
             return self._mix_here(utterance, clean, length, rng)
         segment = self.mixer.segment_samples
         kind = self.noise.draw_type(rng)
@@ -480,6 +481,7 @@ class MixtureDataset(Dataset):
         if recording is None:
             bank, kinds = self.bank.get(self.split, epoch, self.bank_speech)
             recording, kind = self.bank.slice(bank, row, offset), kinds[row]
+        assert isinstance(clean, torch.Tensor)  # not batched: the samples, not an address
         mixture = self.mixer.mix(clean, length, recording, snr_db, gain_db=gain_db)
         self.store.bad_files.count_mixture(mixture.rescaled)
         return _as_item(mixture, kind, utterance.source_id)

@@ -346,7 +346,7 @@ def _copy(source: IO[bytes], path: Path, mode: int, budget: int) -> int:
 def _write(
     archive: Path, reader: _TarReader | _ZipReader, entries: list[_Entry], tmp: Path, cap: int
 ) -> None:
-    total, made = 0, set()
+    total, made = 0, set[Path]()
     for entry in entries:
         if not entry.parts:
             continue

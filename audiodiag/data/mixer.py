@@ -214,15 +214,17 @@ class Mixer:
         saves copying them out into fresh memory), the rest (B,). Returns ``noisy``, ``clean``,
         ``snr_db`` (realised, with the same sentinels) and ``rescaled`` (bool). :meth:`mix`
         sums powers in float64, this in float32: both agree to about 1e-6 of full scale."""
-        rows = None if isinstance(noise, torch.Tensor) else list(noise)
-        if rows is not None and (clean.device.type != "cpu" or len(rows) != len(clean)):
-            noise, rows = torch.stack(rows), None  # one copy kernel on an accelerator
+        # The noise as one (B, T) tensor (``dense``), or else as B ``rows``.
+        dense = noise if isinstance(noise, torch.Tensor) else None
+        rows: list[torch.Tensor] = [] if dense is not None else list(noise)
+        if dense is None and (clean.device.type != "cpu" or len(rows) != len(clean)):
+            dense, rows = torch.stack(rows), []  # one copy kernel on an accelerator
         if clean.dim() != 2 or (
-            clean.shape != noise.shape
-            if rows is None
+            clean.shape != dense.shape
+            if dense is not None
             else any(row.shape != clean.shape[1:] for row in rows)
         ):
-            shape = [tuple(r.shape) for r in rows] if rows is not None else tuple(noise.shape)
+            shape = tuple(dense.shape) if dense is not None else [tuple(r.shape) for r in rows]
             raise ValueError(f"clean {tuple(clean.shape)} and noise {shape} must be (B, T)")
         valid = lengths.clamp(min=1).to(torch.float64)
         # Few passes over the batch (it runs on the training device, or on the trainer's CPU):
@@ -233,13 +235,13 @@ class Mixer:
         else:
             mask = None
             clean_norm = torch.linalg.vector_norm(clean, dim=-1)
-        if rows is not None:
+        if dense is not None:
+            noise_norm = torch.linalg.vector_norm(dense if mask is None else dense * mask, dim=-1)
+        else:
             ends = lengths.clamp(min=1).tolist()
             noise_norm = torch.stack(
                 [torch.linalg.vector_norm(row[:end]) for row, end in zip(rows, ends, strict=True)]
             )
-        else:
-            noise_norm = torch.linalg.vector_norm(noise if mask is None else noise * mask, dim=-1)
         clean_power = clean_norm.double() ** 2 / valid
         noise_power = noise_norm.double() ** 2 / valid
         no_noise = noise_power <= _SILENT_POWER
@@ -253,12 +255,12 @@ class Mixer:
             torch.full_like(scale, NO_NOISE_SNR_DB),
             torch.where(silent, torch.full_like(scale, SILENT_SNR_DB), snr_db.double()),
         )
-        if rows is not None:
+        if dense is not None:
+            noisy = torch.addcmul(clean, dense, scale.float()[:, None])
+        else:
             noisy = torch.empty_like(clean)
             for i, (row, factor) in enumerate(zip(rows, scale.tolist(), strict=True)):
                 torch.add(clean[i], row, alpha=factor, out=noisy[i])
-        else:
-            noisy = torch.addcmul(clean, noise, scale.float()[:, None])
         gain = (10.0 ** (gain_db.double() / 20.0)).float()
         # The gain is positive, so the peak after it is the gain times the peak before it.
         # (amax/amin: an infinity norm costs 20x as much on a CPU.)
