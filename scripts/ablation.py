@@ -7,7 +7,17 @@ checkpoint is scored three ways with ``python -m audiodiag.evaluate``:
   (a) ``fixed``:    the fixed demo test mixtures with every noise family (the default run's table;
                     its held-out families are in it too, and are named in the by-type columns),
   (b) ``voices``:   the corpus' held-out espeak-ng voices and languages, training noise families,
-  (c) ``families``: the corpus' test speakers, only the noise families held out of training.
+  (c) ``families``: the corpus' test speakers, only the noise families held out of training,
+
+and, when ``scripts/make_other_voices.py`` has added them to the corpus, two more, with the
+training noise families:
+
+  (d) ``other``:    voices of other synthesisers (Flite, Festival) that no row trains on,
+  (e) ``real``:     alsa-utils' eight recorded channel names (one real talker; a sanity check).
+
+Rows named in ``TRAIN_ROOTS`` train on a folder of the corpus instead of the corpus itself
+(``with_other``: its speakers and Flite's). A row scored before (d) and (e) existed gets them on
+the next run that names it, without training again.
 
 ::
 
@@ -73,6 +83,10 @@ ROWS: dict[str, list[str]] = {
     # The old default on today's data (bursts), and whether more rank keeps helping.
     "rank0-bursts": [_RANK0, _BURSTS],
     "rank64-bursts": ["layer.rank=64", _BURSTS],
+    # Trained with Flite's voices beside espeak-ng's (TRAIN_ROOTS): do other engines' speakers
+    # in training help on unheard ones (d) and on a real talker (e)?
+    "rank16-bursts-masked20-other": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=20"],
+    "rank0-bursts-other": [_RANK0, _BURSTS],
     # The cheap perceptual term: compressed magnitudes of the masked spectrum, same weight.
     "rank16-bursts-masked": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=50"],
     "rank16-bursts-masked10": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=10"],
@@ -160,6 +174,13 @@ ROWS: dict[str, list[str]] = {
 }
 
 HELD_OUT_FAMILIES = ("instruments", "modulated")
+#: Rows that train on a folder of the corpus (``scripts/make_other_voices.py`` writes it).
+TRAIN_ROOTS: dict[str, str] = {
+    "rank16-bursts-masked20-other": "with_other",
+    "rank0-bursts-other": "with_other",
+}
+#: Optional evaluation sets, scored when the corpus has their folder: label -> folder.
+EXTRA_EVALUATIONS = {"other": "other_voices", "real": "real_voice"}
 
 
 def noise_families() -> list[str]:
@@ -193,8 +214,10 @@ def scores(report_path: Path) -> dict:
 def train_and_score(name: str, args: argparse.Namespace, corpus: Path) -> dict:
     run_dir = args.out / name
     result_path = run_dir / "row.json"
-    if result_path.exists():
-        return json.loads(result_path.read_text())
+    extra = {k: corpus / f for k, f in EXTRA_EVALUATIONS.items() if (corpus / f).is_dir()}
+    row: dict = json.loads(result_path.read_text()) if result_path.exists() else {}
+    if row and set(extra) <= set(row):
+        return row
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "ablation.log"
     held_out = [f"noise.weights.{family}=0" for family in HELD_OUT_FAMILIES]
@@ -225,11 +248,16 @@ def train_and_score(name: str, args: argparse.Namespace, corpus: Path) -> dict:
         "voices": ["data=folder", f"data.speech.root={corpus / 'heldout_voices'}", *held_out],
         "families": ["data=folder", f"data.speech.root={corpus}", *others],
     }
-    row: dict = {"name": name, "overrides": ROWS[name], "train_seconds": metrics.get("wall_time_s")}
-    for key in ("param_count", "global_step", "train_time_s"):
-        row[key] = metrics.get(key)
-    row["macs_per_second"] = (metrics.get("macs_per_second") or {}).get("total")
+    for label, folder in extra.items():
+        evaluations[label] = ["data=folder", f"data.speech.root={folder}", *held_out]
+    if not row:
+        row = {"name": name, "overrides": ROWS[name], "train_seconds": metrics.get("wall_time_s")}
+        for key in ("param_count", "global_step", "train_time_s"):
+            row[key] = metrics.get(key)
+        row["macs_per_second"] = (metrics.get("macs_per_second") or {}).get("total")
     for label, overrides in evaluations.items():
+        if label in row:
+            continue
         report = run_dir / f"eval_{label}.json"
         run(
             [
@@ -273,7 +301,7 @@ def _train(
             "-m",
             "audiodiag.train",
             "data=folder",
-            f"data.speech.root={corpus}",
+            f"data.speech.root={corpus / TRAIN_ROOTS.get(name, '')}",
             f"hydra.run.dir={run_dir / 'train'}",
             *budget,
             *held_out,
@@ -296,9 +324,8 @@ def markdown(rows: list[dict]) -> str:
     types = sorted({t for r in rows for t in r["fixed"] if t != "all"})
     head = (
         "| row | (a) SI-SDRi | (a) PESQ | (a) STOI | (b) voices SI-SDRi | (b) PESQ "
-        "| (c) families SI-SDRi | (c) PESQ | params | MAC/s | steps/s | "
-        + " | ".join(f"(a) {t}" for t in types)
-        + " |"
+        "| (c) families SI-SDRi | (c) PESQ | (d) other SI-SDRi | (d) PESQ | (e) real SI-SDRi "
+        "| (e) PESQ | params | MAC/s | steps/s | " + " | ".join(f"(a) {t}" for t in types) + " |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -313,6 +340,11 @@ def markdown(rows: list[dict]) -> str:
             _cell(r["voices"]["all"]["pesq"]),
             _cell(r["families"]["all"]["si_sdri"]),
             _cell(r["families"]["all"]["pesq"]),
+            *(
+                _cell(r.get(k, {}).get("all", {}).get(m))
+                for k in EXTRA_EVALUATIONS
+                for m in ("si_sdri", "pesq")
+            ),
             f"{r['param_count']:,}" if r.get("param_count") else "–",
             f"{macs / 1e6:.2f} M" if macs else "–",
             _cell(steps_per_s, 1),

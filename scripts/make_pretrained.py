@@ -11,10 +11,12 @@ can be done in pieces), ``python -m audiodiag.export`` of its best checkpoint to
 ``audiodiag/models/NAME.pt``, then ``python -m audiodiag.evaluate`` on the fixed demo test
 mixtures (overall, by noise type and SNR, one thread for the real-time factor), on the
 corpus' test speakers (training voices and languages), its held-out voices and (where the
-corpus has them) its blind and young voices, and the fixed test voices at 15-30 dB SNR
-(near-clean input), the card
+corpus has them) its blind, young and other engines' voices and the real talker, and the fixed
+test voices at 15-30 dB SNR (near-clean input), the card
 in ``audiodiag/models/cards.json``, and the README's cards (``scripts/render_cards.py``).
 Nothing is edited by hand: rerunning this script reproduces the files and their cards.
+``--card-only`` scores the shipped files again and rewrites only the scores of their cards (after
+a set was added to the corpus), checked to be the files the cards describe.
 """
 
 from __future__ import annotations
@@ -86,6 +88,23 @@ def training_seconds(run_dir: Path, metrics: dict) -> float | None:
     return metrics.get("train_time_s")
 
 
+#: Unheard sets scored where the corpus has them: card key -> folder of the corpus.
+#: ``make_train_corpus.py --blind-only / --young-only`` and ``make_other_voices.py`` add them.
+EXTRA_SETS = {
+    "blind_voices": "blind_voices",  # espeak-ng variants used nowhere else
+    "young_voices": "young_voices",  # child-like espeak-ng variants
+    "other_voices": "other_voices",  # Flite and Festival voices
+    "real_voice": "real_voice",  # alsa-utils' recorded channel names
+}
+#: Card fields that describe the file, its training and its speed; --card-only keeps them (the
+#: real-time factor too: it was measured when the file was made, and a rescoring may share the
+#: machine).
+KEPT_FIELDS = (
+    "file", "sha256", "bytes", "command", "commit", "data", "licence", "sample_rate", "causal",
+    "param_count", "macs_per_second", "train_time_s", "epochs", "global_step", "rtf_one_thread",
+)  # fmt: skip
+
+
 def make(name: str, args: argparse.Namespace) -> dict:
     run_dir = REPO / "outputs" / "pretrain" / name
     train = [
@@ -110,40 +129,6 @@ def make(name: str, args: argparse.Namespace) -> dict:
             f"out={model}",
         ]
     )
-    fixed = evaluate(model, run_dir / "eval_fixed.json", "data=demo")
-    check = evaluate(
-        model, run_dir / "eval_check.json", "data=demo", f"limit={CHECK_CLIPS}", "pesq_stoi=false"
-    )
-    voices = evaluate(
-        model,
-        run_dir / "eval_heldout_voices.json",
-        "data=folder",
-        f"data.speech.root={args.corpus / 'heldout_voices'}",
-    )
-    # The corpus' own test speakers: unheard speakers of the training voices and languages, the
-    # reference the held-out voices are compared with.
-    corpus_test = evaluate(
-        model, run_dir / "eval_corpus_test.json", "data=folder", f"data.speech.root={args.corpus}"
-    )
-    # The blind voices (variants used nowhere else) and the child-like young voices, where the
-    # corpus has them (make_train_corpus.py --blind-only / --young-only adds them to an older one).
-    extra = {
-        f"{kind}_voices": group_scores(
-            evaluate(
-                model,
-                run_dir / f"eval_{kind}_voices.json",
-                "data=folder",
-                f"data.speech.root={args.corpus / f'{kind}_voices'}",
-            )
-        )["all"]
-        for kind in ("blind", "young")
-        if (args.corpus / f"{kind}_voices").is_dir()
-    }
-    # Near-clean input: the fixed test voices and noise at 15-30 dB SNR. A model that learned
-    # that noise is never far below the speech damages such input (SI-SDRi below 0).
-    extra["high_snr"] = group_scores(
-        evaluate(model, run_dir / "eval_high_snr.json", "data=demo", "data.snr_db_range=[15,30]")
-    )["all"]
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
@@ -165,6 +150,57 @@ def make(name: str, args: argparse.Namespace) -> dict:
         "train_time_s": training_seconds(run_dir, metrics),
         "epochs": metrics.get("epochs"),
         "global_step": metrics.get("global_step"),
+        **scores_of(model, run_dir, args.corpus),
+    }
+
+
+def recard(name: str, card: dict | None, args: argparse.Namespace) -> dict:
+    """The card of the shipped file scored again (new evaluation sets), without training or
+    exporting: its KEPT_FIELDS stay, and the file must be the one the card describes."""
+    model = MODELS_DIR / f"{name}.pt"
+    if card is None or not model.is_file() or sha256(model) != card.get("sha256"):
+        raise SystemExit(f"--card-only: {model} is missing or is not the file its card describes")
+    run_dir = REPO / "outputs" / "pretrain" / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    kept = {key: card[key] for key in KEPT_FIELDS if key in card}
+    return {**scores_of(model, run_dir, args.corpus), **kept}
+
+
+def scores_of(model: Path, run_dir: Path, corpus: Path) -> dict:
+    """Every evaluation of a card: the fixed demo test set, the corpus' sets, near-clean input."""
+    fixed = evaluate(model, run_dir / "eval_fixed.json", "data=demo")
+    check = evaluate(
+        model, run_dir / "eval_check.json", "data=demo", f"limit={CHECK_CLIPS}", "pesq_stoi=false"
+    )
+    voices = evaluate(
+        model,
+        run_dir / "eval_heldout_voices.json",
+        "data=folder",
+        f"data.speech.root={corpus / 'heldout_voices'}",
+    )
+    # The corpus' own test speakers: unheard speakers of the training voices and languages, the
+    # reference the held-out voices are compared with.
+    corpus_test = evaluate(
+        model, run_dir / "eval_corpus_test.json", "data=folder", f"data.speech.root={corpus}"
+    )
+    extra = {
+        key: group_scores(
+            evaluate(
+                model,
+                run_dir / f"eval_{key}.json",
+                "data=folder",
+                f"data.speech.root={corpus / folder}",
+            )
+        )["all"]
+        for key, folder in EXTRA_SETS.items()
+        if (corpus / folder).is_dir()
+    }
+    # Near-clean input: the fixed test voices and noise at 15-30 dB SNR. A model that learned
+    # that noise is never far below the speech damages such input (SI-SDRi below 0).
+    extra["high_snr"] = group_scores(
+        evaluate(model, run_dir / "eval_high_snr.json", "data=demo", "data.snr_db_range=[15,30]")
+    )["all"]
+    return {
         "rtf_one_thread": fixed["rtf"],
         "fixed_test": group_scores(fixed),
         "heldout_voices": group_scores(voices)["all"],
@@ -191,9 +227,19 @@ def main() -> None:
         default=[],
         help="extra Hydra overrides for training (recorded in the card)",
     )
+    parser.add_argument(
+        "--card-only",
+        action="store_true",
+        help="score the shipped files again (e.g. on sets added to the corpus since); "
+        "train and export nothing",
+    )
     args = parser.parse_args()
     for name in args.names:
-        entry = make(name, args)
+        if args.card_only:
+            cards = json.loads(CARDS_FILE.read_text()) if CARDS_FILE.is_file() else {}
+            entry = recard(name, cards.get(name), args)
+        else:
+            entry = make(name, args)
         # Read the cards again just before writing: another name may have been carded meanwhile.
         cards = json.loads(CARDS_FILE.read_text()) if CARDS_FILE.is_file() else {}
         cards[name] = entry

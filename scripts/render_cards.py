@@ -29,6 +29,8 @@ EXTRA_ROWS = {
     "blind_voices": "blind espeak-ng voices, in the held-out languages",
     "young_voices": "child-like voices (espeak-ng variants written by make_train_corpus.py), "
     "in the held-out languages",
+    "other_voices": "voices of other engines (Flite, Festival; make_other_voices.py)",
+    "real_voice": "one real talker: alsa-utils' eight recorded channel names",
     "high_snr": "near-clean input: the fixed test voices and noise at 15-30 dB SNR",
 }
 

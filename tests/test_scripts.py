@@ -219,3 +219,70 @@ def test_shell_scripts_parse(script: str) -> None:
     # They run on machines this suite never sees (a GPU lease, a clean venv): parse them here.
     done = subprocess.run(["bash", "-n", str(SCRIPTS / script)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_ablation_adds_the_other_voice_sets_to_a_scored_row_without_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row scored before make_other_voices.py ran gets (d) and (e) and keeps (a)-(c)."""
+    ablation = _load("ablation")
+    _trained_row(tmp_path, ablation.ROWS["rank0"])
+    commands: list[list[str]] = []
+    monkeypatch.setattr(ablation, "run", _fake_ablation_run(commands))
+    args = _ablation_args(tmp_path, score_only=True)
+    row = ablation.train_and_score("rank0", args, tmp_path)
+    assert "other" not in row and len(commands) == 3
+    for folder in ablation.EXTRA_EVALUATIONS.values():
+        (tmp_path / folder).mkdir()
+    row = ablation.train_and_score("rank0", args, tmp_path)
+    roots = [arg for command in commands[3:] for arg in command if "speech.root" in arg]
+    assert roots == [f"data.speech.root={tmp_path / 'other_voices'}",
+                     f"data.speech.root={tmp_path / 'real_voice'}"]  # fmt: skip
+    assert row["other"]["all"]["si_sdri"] == 1.5 and "fixed" in row
+    assert ablation.train_and_score("rank0", args, tmp_path) == row and len(commands) == 5
+    assert "| (d) other SI-SDRi |" in ablation.markdown([row])
+
+
+def test_ablation_row_with_a_training_root_trains_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ablation = _load("ablation")
+    commands: list[list[str]] = []
+    monkeypatch.setattr(ablation, "run", _fake_ablation_run(commands))
+    args = _ablation_args(tmp_path, train_only=True)
+    for name in ("rank0-bursts-other", "rank0-bursts"):
+        ablation.train_and_score(name, args, tmp_path / "corpus")
+    roots = [arg for command in commands for arg in command if "speech.root" in arg]
+    assert roots == [f"data.speech.root={tmp_path / 'corpus' / 'with_other'}",
+                     f"data.speech.root={tmp_path / 'corpus'}"]  # fmt: skip
+
+
+def test_make_pretrained_card_only_rescores_the_shipped_file_and_keeps_its_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_pretrained = _load("make_pretrained")
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "offline.pt").write_bytes(b"weights")
+    monkeypatch.setattr(make_pretrained, "MODELS_DIR", models)
+    monkeypatch.setattr(make_pretrained, "REPO", tmp_path)
+    evaluated: list[tuple[str, ...]] = []
+
+    def fake_evaluate(model: Path, out: Path, *overrides: str) -> dict:
+        evaluated.append(overrides)
+        groups = {"all": {"n": 4, "si_sdri": {"model": 2.0}}}
+        return {"rtf": 0.01, "summary": {"groups": groups}}
+
+    monkeypatch.setattr(make_pretrained, "evaluate", fake_evaluate)
+    corpus = tmp_path / "corpus"
+    (corpus / "other_voices").mkdir(parents=True)
+    args = argparse.Namespace(corpus=corpus)
+    card = {"sha256": make_pretrained.sha256(models / "offline.pt"), "commit": "abc", "epochs": 9}
+    card["rtf_one_thread"] = 0.004  # measured on a quiet machine when the file was made
+    entry = make_pretrained.recard("offline", {**card, "other_voices": {"si_sdri": 0.0}}, args)
+    assert entry["commit"] == "abc" and entry["epochs"] == 9 and entry["sha256"] == card["sha256"]
+    assert entry["rtf_one_thread"] == 0.004 and entry["fixed_test"]["all"]["si_sdri"] == 2.0
+    assert entry["other_voices"]["si_sdri"] == 2.0 and "real_voice" not in entry
+    assert any(f"data.speech.root={corpus / 'other_voices'}" in o for o in evaluated)
+    with pytest.raises(SystemExit, match="is not the file its card describes"):
+        make_pretrained.recard("offline", {**card, "sha256": "0" * 64}, args)

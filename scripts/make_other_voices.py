@@ -1,0 +1,270 @@
+"""Speech from synthesisers other than espeak-ng, and a few real recordings, for the corpus.
+
+Every model here trains on espeak-ng's formant voices; users enhance real speech. This script
+adds the speech of other engines beside ``scripts/make_train_corpus.py``'s corpus, so a model can
+be judged on (and optionally trained with) voices built another way:
+
+- ``other_train/{train,valid}/<speaker>/``: Flite's ``awb``, ``rms`` and ``kal16`` voices
+  (statistical-parametric and diphone voices built from recordings of real speakers), each as
+  several speakers at its own base pitch and tempo. Used only through
+  ``with_other`` below.
+- ``other_voices/test/<speaker>/``: voices no training set uses, from both other engines:
+  Flite's ``slt``, Festival's ``cmu_us_slt_arctic_hts`` (HTS) and ``ked_diphone``. An unheard
+  speaker and, for Festival, an unheard engine: a harder check than espeak-ng's own held-out
+  voices.
+- ``with_other/{train,valid,test}/<speaker>``: links to the corpus' own speaker folders and
+  ``other_train``'s: a folder-compatible root to train on both (``data=folder
+  data.speech.root=CORPUS/with_other``), whose test split is the corpus' own.
+- ``real_voice/test/alsa/``: the eight spoken channel names that alsa-utils installs
+  (``/usr/share/sounds/alsa/*.wav``, one real talker, 1.3-1.5 s each): the only recorded speech
+  this machine has. Too little to rank models by; a check that nothing collapses on real speech.
+
+Each set has its own ``metadata.csv`` (the corpus' columns; ``voice`` names the engine and voice).
+Utterances are trimmed, levelled (-26 dBFS RMS, +-2 dB) and faded like the corpus'. Sentences come
+from the corpus' English grammar and avoid the demo corpus and each other. Deterministic for a seed
+and the engines' versions; a rerun replaces these three folders and nothing else. Needs
+``apt-get install -y flite festival festvox-kdlpc16k festvox-us-slt-hts alsa-utils``::
+
+    AUDIODIAG_DATA=/work/data python scripts/make_other_voices.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_demo_corpus as demo  # noqa: E402  (siblings: the same clean-up and sentences)
+import make_train_corpus as corpus  # noqa: E402
+
+from audiodiag.paths import DATA_DIR  # noqa: E402
+
+SAMPLE_RATE = demo.SAMPLE_RATE
+TRAIN_DIR, TEST_DIR, REAL_DIR, MIXED_DIR = "other_train", "other_voices", "real_voice", "with_other"
+ALSA_SOUNDS = Path("/usr/share/sounds/alsa")
+ALSA_SPOKEN = (
+    "Front_Center",
+    "Front_Left",
+    "Front_Right",
+    "Rear_Center",
+    "Rear_Left",
+    "Rear_Right",
+    "Side_Left",
+    "Side_Right",
+)  # fmt: skip  (Noise.wav, the ninth file, is pink noise)
+#: (engine, voice) pairs. Training and test share no speaker: kal16 and kal_diphone are one
+#: talker, and slt is one talker in both engines, so each stays on one side.
+TRAIN_VOICES = (("flite", "awb"), ("flite", "rms"), ("flite", "kal16"))
+TEST_VOICES = (
+    ("flite", "slt"),
+    ("festival", "cmu_us_slt_arctic_hts"),
+    ("festival", "ked_diphone"),
+)
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """One voice of an engine at a base pitch factor and tempo (its own 'speaker')."""
+
+    speaker_id: str
+    engine: str
+    voice: str
+    pitch: float  # factor on the voice's mean F0 (Flite only)
+    stretch: float  # duration stretch: > 1 is slower
+    split: str
+
+
+def engine_missing(engine: str) -> str | None:
+    """Why ``engine`` cannot run here, or None."""
+    exe = "flite" if engine == "flite" else "text2wave"
+    if shutil.which(exe) is None:
+        package = "flite" if engine == "flite" else "festival festvox-kdlpc16k festvox-us-slt-hts"
+        return f"{exe} not found on PATH; install it with `apt-get install -y {package}`"
+    return None
+
+
+def render(engine: str, voice: str, text: str, pitch: float, stretch: float, wav: Path) -> None:
+    """Synthesise ``text`` into ``wav`` with one engine's voice."""
+    if engine == "flite":
+        # Flite's voices centre F0 near 100 Hz (male) or 170 Hz (slt); the factor scales it.
+        mean = 170.0 if voice == "slt" else 105.0
+        cmd = ["flite", "-voice", voice, "-t", text, "-o", str(wav),
+               "--setf", f"int_f0_target_mean={mean * pitch:.1f}",
+               "--setf", f"duration_stretch={stretch:.3f}"]  # fmt: skip
+        res = subprocess.run(cmd, capture_output=True, text=True)
+    else:
+        script = f"(voice_{voice}) (Parameter.set 'Duration_Stretch {stretch:.3f})"
+        txt = wav.with_suffix(".txt")
+        txt.write_text(text + "\n", encoding="utf-8")
+        cmd = ["text2wave", "-eval", script, str(txt), "-o", str(wav)]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0 or not wav.is_file() or wav.stat().st_size <= 44:
+        raise RuntimeError(f"{engine} failed for voice {voice!r}: {res.stderr.strip()[-300:]}")
+
+
+def _synthesise_one(job: dict[str, object]) -> float:
+    """Synthesise, resample, trim, level and write one utterance; return its seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "utt.wav"
+        render(str(job["engine"]), str(job["voice"]), str(job["text"]),
+               float(job["pitch"]), float(job["stretch"]), wav)  # type: ignore[arg-type]  # fmt: skip
+        audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+    return _write(torch.from_numpy(audio.mean(axis=1)), int(sr), job)
+
+
+def _write(wave: torch.Tensor, sr: int, job: dict[str, object]) -> float:
+    if sr != SAMPLE_RATE:
+        wave = AF.resample(wave, sr, SAMPLE_RATE)
+    x = demo.trim_silence(wave.numpy(), SAMPLE_RATE)
+    x = demo.fade(demo.normalise(x, float(job["level_db"])), SAMPLE_RATE)  # type: ignore[arg-type]
+    path = Path(str(job["file"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), x, SAMPLE_RATE, subtype="PCM_16", format="FLAC", compression_level=1.0)
+    return len(x) / SAMPLE_RATE
+
+
+def make_speakers(
+    voices: tuple[tuple[str, str], ...], per_voice: int, split: str, rng: random.Random
+) -> list[Speaker]:
+    """``per_voice`` speakers of every voice, spread over pitch factors 0.8-1.25 (Flite) and
+    tempi 0.85-1.2; with ``split='train'`` one speaker of each voice goes to ``valid``."""
+    out = []
+    for engine, voice in voices:
+        for k in range(per_voice):
+            pitch = 1.0 if engine == "festival" else round(rng.uniform(0.8, 1.25), 3)
+            stretch = round(rng.uniform(0.85, 1.2), 3)
+            which = "valid" if split == "train" and k == per_voice - 1 else split
+            out.append(Speaker(f"{voice}_{k:02d}", engine, voice, pitch, stretch, which))
+    return out
+
+
+def _jobs(
+    speakers: list[Speaker], per_speaker: int, texts: list[str], base: Path, rng: random.Random
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    jobs, rows = [], []
+    for spk in speakers:
+        for u in range(per_speaker):
+            text = texts.pop()
+            rel = f"{spk.split}/{spk.speaker_id}/{spk.speaker_id}_{u:04d}.flac"
+            level = -26.0 + rng.uniform(-2.0, 2.0)
+            jobs.append({"engine": spk.engine, "voice": spk.voice, "text": text,
+                         "pitch": spk.pitch, "stretch": spk.stretch, "level_db": level,
+                         "file": str(base / rel)})  # fmt: skip
+            rows.append({"path": rel, "speaker": spk.speaker_id,
+                         "voice": f"{spk.engine}:{spk.voice}", "language": "en",
+                         "variant": "", "pitch": spk.pitch, "speed": spk.stretch,
+                         "text": text, "split": spk.split})  # fmt: skip
+    return jobs, rows
+
+
+def _write_metadata(path: Path, rows: list[dict[str, object]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=corpus.FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def build(
+    out: Path,
+    train_per_voice: int = 8,
+    train_per_speaker: int = 24,
+    test_per_voice: int = 4,
+    test_per_speaker: int = 8,
+    seed: int = 0,
+    workers: int | None = None,
+) -> dict[str, int]:
+    """(Re)write the three sets into ``out``; returns the utterance count of each."""
+    for engine in {e for e, _ in TRAIN_VOICES + TEST_VOICES}:
+        if (why := engine_missing(engine)) is not None:
+            raise SystemExit(why)
+    rng = random.Random(f"other-{seed}")
+    cast = make_speakers(TRAIN_VOICES, train_per_voice, "train", rng)
+    tests = make_speakers(TEST_VOICES, test_per_voice, "test", rng)
+    n_texts = len(cast) * train_per_speaker + len(tests) * test_per_speaker
+    texts = corpus.make_sentences(n_texts, rng, "en", exclude=corpus.demo_sentences())
+    train_jobs, train_rows = _jobs(cast, train_per_speaker, texts, out / TRAIN_DIR, rng)
+    test_jobs, test_rows = _jobs(tests, test_per_speaker, texts, out / TEST_DIR, rng)
+    for name in (TRAIN_DIR, TEST_DIR, REAL_DIR, MIXED_DIR):
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    with multiprocessing.get_context("fork").Pool(workers, initializer=corpus._init_worker) as pool:
+        pool.map(_synthesise_one, train_jobs + test_jobs, chunksize=4)
+    _write_metadata(out / TRAIN_DIR / "metadata.csv", train_rows)
+    _write_metadata(out / TEST_DIR / "metadata.csv", test_rows)
+    counts = {TRAIN_DIR: len(train_rows), TEST_DIR: len(test_rows)}
+    counts[REAL_DIR] = build_real(out / REAL_DIR, rng)
+    counts[MIXED_DIR] = link_mixed(out)
+    return counts
+
+
+def link_mixed(out: Path) -> int:
+    """``out/with_other``: relative links to every speaker folder of the corpus' splits and of
+    ``other_train``'s; returns the number of speakers linked."""
+    linked = 0
+    for split in corpus.SPLITS:
+        for source in (out / split, out / TRAIN_DIR / split):
+            if not source.is_dir():
+                continue
+            for speaker in sorted(p for p in source.iterdir() if p.is_dir()):
+                link = out / MIXED_DIR / split / speaker.name
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(Path("..", "..", speaker.relative_to(out)))
+                linked += 1
+    return linked
+
+
+def build_real(base: Path, rng: random.Random, sounds: Path = ALSA_SOUNDS) -> int:
+    """alsa-utils' spoken channel names, levelled like the rest; 0 when they are not installed."""
+    rows = []
+    for name in ALSA_SPOKEN:
+        source = sounds / f"{name}.wav"
+        if not source.is_file():
+            print(f"skipped the real voice: {source} is missing (apt-get install -y alsa-utils)")
+            return 0
+        audio, sr = sf.read(str(source), dtype="float32", always_2d=True)
+        rel = f"test/alsa/alsa_{name}.flac"
+        job = {"level_db": -26.0 + rng.uniform(-2.0, 2.0), "file": str(base / rel)}
+        _write(torch.from_numpy(audio.mean(axis=1)), int(sr), job)
+        rows.append({"path": rel, "speaker": "alsa", "voice": "recording:alsa-utils",
+                     "language": "en", "variant": "", "pitch": "", "speed": "",
+                     "text": name.replace("_", " "), "split": "test"})  # fmt: skip
+    _write_metadata(base / "metadata.csv", rows)
+    return len(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--out", type=Path, default=DATA_DIR / "espeak_train",
+        help="the corpus folder to add the sets to (default: $AUDIODIAG_DATA/espeak_train)",
+    )  # fmt: skip
+    parser.add_argument("--train-per-voice", type=int, default=8, help="speakers per voice")
+    parser.add_argument("--train-per-speaker", type=int, default=24)
+    parser.add_argument("--test-per-voice", type=int, default=4)
+    parser.add_argument("--test-per-speaker", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
+    args = parser.parse_args(argv)
+    counts = build(
+        args.out, args.train_per_voice, args.train_per_speaker, args.test_per_voice,
+        args.test_per_speaker, args.seed, args.workers,
+    )  # fmt: skip
+    for name, count in counts.items():
+        unit = "speaker folders linked" if name == MIXED_DIR else "utterances"
+        print(f"{args.out / name}: {count} {unit}")
+
+
+if __name__ == "__main__":
+    main()

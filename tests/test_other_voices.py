@@ -1,0 +1,113 @@
+"""scripts/make_other_voices.py: other engines' voices, the real recordings, the mixed root."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiodiag.data import SPLITS, FolderSpeech
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_other_voices.py"
+
+
+def _load():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("make_other_voices", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+#: Whose recordings each voice was built from: kal16 and kal_diphone are one man, slt one woman.
+TALKER = {"awb": "awb", "rms": "rms", "kal16": "kal", "kal_diphone": "kal", "slt": "slt",
+          "cmu_us_slt_arctic_hts": "slt", "ked_diphone": "ked"}  # fmt: skip
+
+
+def test_training_and_test_voices_share_no_talker() -> None:
+    other = _load()
+    train = {TALKER[v] for _, v in other.TRAIN_VOICES}
+    test = {TALKER[v] for _, v in other.TEST_VOICES}
+    assert train == {"awb", "rms", "kal"} and test == {"slt", "ked"}
+    cast = other.make_speakers(other.TRAIN_VOICES, 4, "train", random.Random(0))
+    assert [sum(s.split == "valid" for s in cast if s.voice == v) for _, v in other.TRAIN_VOICES] == [1, 1, 1]  # fmt: skip
+    assert len({s.speaker_id for s in cast}) == 12
+    assert all(0.8 <= s.pitch <= 1.25 and 0.85 <= s.stretch <= 1.2 for s in cast)
+    tests = other.make_speakers(other.TEST_VOICES, 2, "test", random.Random(0))
+    assert {s.split for s in tests} == {"test"}
+    assert {s.pitch for s in tests if s.engine == "festival"} == {1.0}  # no pitch control there
+
+
+def test_real_voice_is_resampled_and_levelled(tmp_path: Path) -> None:
+    other = _load()
+    sounds = tmp_path / "alsa"
+    sounds.mkdir()
+    t = np.arange(int(1.4 * 48000)) / 48000
+    for k, name in enumerate(other.ALSA_SPOKEN):
+        tone = 0.5 * np.sin(2 * np.pi * (200 + 20 * k) * t) * (t > 0.2) * (t < 1.2)
+        sf.write(str(sounds / f"{name}.wav"), tone.astype(np.float32), 48000)
+    count = other.build_real(tmp_path / "real", random.Random(0), sounds)
+    assert count == 8
+    rows = _rows(tmp_path / "real" / "metadata.csv")
+    assert [r["text"] for r in rows][:2] == ["Front Center", "Front Left"]
+    for row in rows:
+        audio, sr = sf.read(str(tmp_path / "real" / row["path"]))
+        level = 20 * np.log10(np.sqrt(np.mean(audio**2)))
+        assert sr == 16000 and 1.0 < len(audio) / sr < 1.2  # trimmed to the tone, margins kept
+        assert -28.5 < level < -23.5
+    assert len(FolderSpeech(tmp_path / "real").utterances("test")) == 8
+    # Without alsa-utils the set is skipped with one line, not an error.
+    (sounds / "Side_Right.wav").unlink()
+    assert other.build_real(tmp_path / "real2", random.Random(0), sounds) == 0
+
+
+def test_mixed_root_links_both_corpora(tmp_path: Path) -> None:
+    other = _load()
+    out = tmp_path / "corpus"
+    tone = (0.1 * np.sin(np.arange(16000) / 5.0)).astype(np.float32)
+    for rel in ("train/s1", "train/s2", "valid/s3", "test/s4", "other_train/train/awb_00",
+                "other_train/valid/awb_01", "other_voices/test/slt_00"):  # fmt: skip
+        (out / rel).mkdir(parents=True)
+        sf.write(str(out / rel / "u.flac"), tone, 16000)
+    assert other.link_mixed(out) == 6
+    mixed = FolderSpeech(out / other.MIXED_DIR)
+    speakers = {s: sorted({u.speaker for u in mixed.utterances(s)}) for s in SPLITS}
+    assert speakers == {"train": ["awb_00", "s1", "s2"], "valid": ["awb_01", "s3"], "test": ["s4"]}
+    # Links are relative: the corpus can move.
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    assert len(FolderSpeech(moved / other.MIXED_DIR).utterances("train")) == 3
+
+
+@pytest.mark.skipif(
+    any(_load().engine_missing(e) for e in ("flite", "festival")),
+    reason="flite or festival is not installed",
+)
+def test_small_build(tmp_path: Path) -> None:
+    other = _load()
+    out = tmp_path / "corpus"
+    counts = other.build(out, train_per_voice=2, train_per_speaker=1, test_per_voice=1,
+                         test_per_speaker=1, workers=2)  # fmt: skip
+    assert counts[other.TRAIN_DIR] == 6 and counts[other.TEST_DIR] == 3
+    train_rows = _rows(out / other.TRAIN_DIR / "metadata.csv")
+    test_rows = _rows(out / other.TEST_DIR / "metadata.csv")
+    for base, table in ((out / other.TRAIN_DIR, train_rows), (out / other.TEST_DIR, test_rows)):
+        for row in table:
+            info = sf.info(str(base / row["path"]))
+            assert info.samplerate == 16000 and info.channels == 1 and info.frames > 8000
+    assert {r["voice"] for r in test_rows} == {f"{e}:{v}" for e, v in other.TEST_VOICES}
+    texts = [r["text"] for r in train_rows + test_rows]
+    assert len(set(texts)) == len(texts)
+    assert [len(FolderSpeech(out / other.TRAIN_DIR).utterances(s)) for s in SPLITS] == [3, 3, 0]
