@@ -206,6 +206,8 @@ def build(
     counts = {TRAIN_DIR: len(train_rows), TEST_DIR: len(test_rows)}
     counts[REAL_DIR] = build_real(out / REAL_DIR, rng)
     counts[MIXED_DIR] = link_mixed(out)
+    if not (out / "train").is_dir():
+        print(f"{out} has no train/ folder (make_train_corpus.py): {MIXED_DIR} holds Flite alone")
     return counts
 
 
