@@ -13,11 +13,14 @@ and, when ``scripts/make_other_voices.py`` has added them to the corpus, two mor
 training noise families:
 
   (d) ``other``:    voices of other synthesisers (Flite, Festival) that no row trains on,
-  (e) ``real``:     alsa-utils' eight recorded channel names (one real talker; a sanity check).
+  (e) ``real``:     recorded talkers (alsa-utils' channel names, Asterisk's prompts in four
+                    languages),
+  (f) ``music``:    the corpus' test speakers in recorded music (Asterisk's music on hold), a
+                    real noise family (played notes are held out of training).
 
 Rows named in ``TRAIN_ROOTS`` train on a folder of the corpus instead of the corpus itself
-(``with_other``: its speakers and Flite's). A row scored before (d) and (e) existed gets them on
-the next run that names it, without training again.
+(``with_other``: its speakers and Flite's). A row scored before (d)-(f) existed gets them on the
+next run that names it, without training again.
 
 ::
 
@@ -84,7 +87,7 @@ ROWS: dict[str, list[str]] = {
     "rank0-bursts": [_RANK0, _BURSTS],
     "rank64-bursts": ["layer.rank=64", _BURSTS],
     # Trained with Flite's voices beside espeak-ng's (TRAIN_ROOTS): do other engines' speakers
-    # in training help on unheard ones (d) and on a real talker (e)?
+    # in training help on unheard ones (d) and on recorded talkers (e)?
     "rank16-bursts-masked20-other": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=20"],
     "rank0-bursts-other": [_RANK0, _BURSTS],
     # The cheap perceptual term: compressed magnitudes of the masked spectrum, same weight.
@@ -180,7 +183,16 @@ TRAIN_ROOTS: dict[str, str] = {
     "rank0-bursts-other": "with_other",
 }
 #: Optional evaluation sets, scored when the corpus has their folder: label -> folder.
-EXTRA_EVALUATIONS = {"other": "other_voices", "real": "real_voice"}
+EXTRA_EVALUATIONS = {"other": "other_voices", "real": "real_voice", "music": "real_noise"}
+
+
+def extra_overrides(label: str, folder: Path, corpus: Path, held_out: list[str]) -> list[str]:
+    """Evaluation overrides of an EXTRA_EVALUATIONS set: voices with the training noise
+    families, or (music) the corpus' test speakers in the recordings of that folder."""
+    if label == "music":
+        return ["data=folder", f"data.speech.root={corpus}", "noise=folder",
+                f"noise.folder={folder}", "noise.split_folder=false"]  # fmt: skip
+    return ["data=folder", f"data.speech.root={folder}", *held_out]
 
 
 def noise_families() -> list[str]:
@@ -249,7 +261,7 @@ def train_and_score(name: str, args: argparse.Namespace, corpus: Path) -> dict:
         "families": ["data=folder", f"data.speech.root={corpus}", *others],
     }
     for label, folder in extra.items():
-        evaluations[label] = ["data=folder", f"data.speech.root={folder}", *held_out]
+        evaluations[label] = extra_overrides(label, folder, corpus, held_out)
     if not row:
         row = {"name": name, "overrides": ROWS[name], "train_seconds": metrics.get("wall_time_s")}
         for key in ("param_count", "global_step", "train_time_s"):
@@ -325,7 +337,9 @@ def markdown(rows: list[dict]) -> str:
     head = (
         "| row | (a) SI-SDRi | (a) PESQ | (a) STOI | (b) voices SI-SDRi | (b) PESQ "
         "| (c) families SI-SDRi | (c) PESQ | (d) other SI-SDRi | (d) PESQ | (e) real SI-SDRi "
-        "| (e) PESQ | params | MAC/s | steps/s | " + " | ".join(f"(a) {t}" for t in types) + " |"
+        "| (e) PESQ | (f) music SI-SDRi | (f) PESQ | params | MAC/s | steps/s | "
+        + " | ".join(f"(a) {t}" for t in types)
+        + " |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:

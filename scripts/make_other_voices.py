@@ -12,18 +12,26 @@ be judged on (and optionally trained with) voices built another way:
   Flite's ``slt``, Festival's ``cmu_us_slt_arctic_hts`` (HTS) and ``ked_diphone``. An unheard
   speaker and, for Festival, an unheard engine: a harder check than espeak-ng's own held-out
   voices.
+- ``real_noise/music/``: the five music-on-hold tracks of Debian's ``asterisk-moh-opsound-g722``
+  (18 min of recorded music, CC-BY-SA), decoded: a real noise family, scored with
+  ``noise=folder noise.folder=CORPUS/real_noise noise.split_folder=false``.
 - ``with_other/{train,valid,test}/<speaker>``: links to the corpus' own speaker folders and
   ``other_train``'s: a folder-compatible root to train on both (``data=folder
   data.speech.root=CORPUS/with_other``), whose test split is the corpus' own.
-- ``real_voice/test/alsa/``: the eight spoken channel names that alsa-utils installs
-  (``/usr/share/sounds/alsa/*.wav``, one real talker, 1.3-1.5 s each): the only recorded speech
-  this machine has. Too little to rank models by; a check that nothing collapses on real speech.
+- ``real_voice/test/<talker>/``: recorded speech. ``alsa``: the eight spoken channel names that
+  alsa-utils installs (``/usr/share/sounds/alsa/*.wav``, 1.3-1.5 s each); and, from Debian's
+  ``asterisk-core-sounds-*-g722`` (telephone prompts read by professional voice talents,
+  wideband G.722 at 16 kHz, decoded with ffmpeg), ``--asterisk-per-talker`` prompts of at least
+  1.5 s from each of five: Allison (English and Spanish), June (Canadian French), Carlo
+  (Italian, a man) and the Russian voice. Real talkers and microphones, four languages.
 
 Each set has its own ``metadata.csv`` (the corpus' columns; ``voice`` names the engine and voice).
 Utterances are trimmed, levelled (-26 dBFS RMS, +-2 dB) and faded like the corpus'. Sentences come
 from the corpus' English grammar and avoid the demo corpus and each other. Deterministic for a seed
 and the engines' versions; a rerun replaces these three folders and nothing else. Needs
-``apt-get install -y flite festival festvox-kdlpc16k festvox-us-slt-hts alsa-utils``::
+``apt-get install -y flite festival festvox-kdlpc16k festvox-us-slt-hts alsa-utils ffmpeg
+asterisk-core-sounds-{en,es,fr,it,ru}-g722 asterisk-moh-opsound-g722`` (the recorded sets are skipped, and say so, without
+theirs)::
 
     AUDIODIAG_DATA=/work/data python scripts/make_other_voices.py
 """
@@ -53,7 +61,20 @@ from audiodiag.paths import DATA_DIR  # noqa: E402
 
 SAMPLE_RATE = demo.SAMPLE_RATE
 TRAIN_DIR, TEST_DIR, REAL_DIR, MIXED_DIR = "other_train", "other_voices", "real_voice", "with_other"
+NOISE_DIR = "real_noise"
 ALSA_SOUNDS = Path("/usr/share/sounds/alsa")
+ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds")
+ASTERISK_MUSIC = Path("/usr/share/asterisk/moh")
+#: Asterisk's prompt folders: one talker each (Allison reads English and Spanish).
+ASTERISK_TALKERS = {
+    "en_US_f_Allison": "asterisk_en_allison",
+    "es_MX_f_Allison": "asterisk_es_allison",
+    "fr_CA_f_June": "asterisk_fr_june",
+    "it_IT_m_Carlo": "asterisk_it_carlo",
+    "ru_RU_f_IvrvoiceRU": "asterisk_ru",
+}
+#: Prompts that are signals, not speech.
+NOT_SPEECH = ("beep", "tone", "silence")
 ALSA_SPOKEN = (
     "Front_Center",
     "Front_Left",
@@ -184,6 +205,7 @@ def build(
     test_per_speaker: int = 8,
     seed: int = 0,
     workers: int | None = None,
+    asterisk_per_talker: int = 24,
 ) -> dict[str, int]:
     """(Re)write the three sets into ``out``; returns the utterance count of each."""
     for engine in {e for e, _ in TRAIN_VOICES + TEST_VOICES}:
@@ -196,7 +218,7 @@ def build(
     texts = corpus.make_sentences(n_texts, rng, "en", exclude=corpus.demo_sentences())
     train_jobs, train_rows = _jobs(cast, train_per_speaker, texts, out / TRAIN_DIR, rng)
     test_jobs, test_rows = _jobs(tests, test_per_speaker, texts, out / TEST_DIR, rng)
-    for name in (TRAIN_DIR, TEST_DIR, REAL_DIR, MIXED_DIR):
+    for name in (TRAIN_DIR, TEST_DIR, REAL_DIR, MIXED_DIR, NOISE_DIR):
         if (out / name).is_dir():
             shutil.rmtree(out / name)
     with multiprocessing.get_context("fork").Pool(workers, initializer=corpus._init_worker) as pool:
@@ -204,8 +226,11 @@ def build(
     _write_metadata(out / TRAIN_DIR / "metadata.csv", train_rows)
     _write_metadata(out / TEST_DIR / "metadata.csv", test_rows)
     counts = {TRAIN_DIR: len(train_rows), TEST_DIR: len(test_rows)}
-    counts[REAL_DIR] = build_real(out / REAL_DIR, rng)
+    counts[REAL_DIR] = build_real(
+        out / REAL_DIR, rng, ALSA_SOUNDS, ASTERISK_SOUNDS, asterisk_per_talker
+    )
     counts[MIXED_DIR] = link_mixed(out)
+    counts[NOISE_DIR] = build_music(out / NOISE_DIR / "music", ASTERISK_MUSIC)
     if not (out / "train").is_dir():
         print(f"{out} has no train/ folder (make_train_corpus.py): {MIXED_DIR} holds Flite alone")
     return counts
@@ -227,23 +252,99 @@ def link_mixed(out: Path) -> int:
     return linked
 
 
-def build_real(base: Path, rng: random.Random, sounds: Path = ALSA_SOUNDS) -> int:
-    """alsa-utils' spoken channel names, levelled like the rest; 0 when they are not installed."""
+def build_real(
+    base: Path,
+    rng: random.Random,
+    sounds: Path = ALSA_SOUNDS,
+    asterisk: Path = ASTERISK_SOUNDS,
+    per_talker: int = 24,
+) -> int:
+    """The recorded talkers, levelled like the rest; returns the utterance count (0 when none
+    is installed)."""
+    rows = _alsa_rows(base, rng, sounds)
+    for folder, talker in ASTERISK_TALKERS.items():
+        rows += _asterisk_rows(base, rng, asterisk / folder, talker, per_talker)
+    if rows:
+        _write_metadata(base / "metadata.csv", rows)
+    return len(rows)
+
+
+def _real_row(rel: str, talker: str, voice: str, language: str, text: str) -> dict[str, object]:
+    return {"path": rel, "speaker": talker, "voice": voice, "language": language, "variant": "",
+            "pitch": "", "speed": "", "text": text, "split": "test"}  # fmt: skip
+
+
+def _alsa_rows(base: Path, rng: random.Random, sounds: Path) -> list[dict[str, object]]:
+    """alsa-utils' eight spoken channel names."""
+    missing = [name for name in ALSA_SPOKEN if not (sounds / f"{name}.wav").is_file()]
+    if missing:
+        print(
+            f"skipped alsa's voice: {sounds / missing[0]}.wav is missing (apt-get install alsa-utils)"
+        )
+        return []
     rows = []
     for name in ALSA_SPOKEN:
-        source = sounds / f"{name}.wav"
-        if not source.is_file():
-            print(f"skipped the real voice: {source} is missing (apt-get install -y alsa-utils)")
-            return 0
-        audio, sr = sf.read(str(source), dtype="float32", always_2d=True)
+        audio, sr = sf.read(str(sounds / f"{name}.wav"), dtype="float32", always_2d=True)
         rel = f"test/alsa/alsa_{name}.flac"
         job = {"level_db": -26.0 + rng.uniform(-2.0, 2.0), "file": str(base / rel)}
         _write(torch.from_numpy(audio.mean(axis=1)), int(sr), job)
-        rows.append({"path": rel, "speaker": "alsa", "voice": "recording:alsa-utils",
-                     "language": "en", "variant": "", "pitch": "", "speed": "",
-                     "text": name.replace("_", " "), "split": "test"})  # fmt: skip
-    _write_metadata(base / "metadata.csv", rows)
-    return len(rows)
+        rows.append(_real_row(rel, "alsa", "recording:alsa-utils", "en", name.replace("_", " ")))
+    return rows
+
+
+def _asterisk_rows(
+    base: Path, rng: random.Random, folder: Path, talker: str, count: int
+) -> list[dict[str, object]]:
+    """``count`` of one talker's prompts (top-level ones, speech only, >= 1.5 s), drawn in a
+    seeded order; [] with a note when the package or ffmpeg is missing."""
+    prompts = sorted(p for p in folder.glob("*.g722") if not any(w in p.stem for w in NOT_SPEECH))
+    if not prompts or shutil.which("ffmpeg") is None:
+        print(f"skipped {talker}: no prompts in {folder} or no ffmpeg (see this script's help)")
+        return []
+    rng.shuffle(prompts)
+    rows = []
+    language = folder.name[:2]
+    for prompt in prompts:
+        if len(rows) == count:
+            break
+        wave = decode_g722(prompt)
+        if len(demo.trim_silence(wave.numpy(), SAMPLE_RATE)) < 1.5 * SAMPLE_RATE:
+            continue
+        rel = f"test/{talker}/{talker}_{prompt.stem}.flac"
+        job = {"level_db": -26.0 + rng.uniform(-2.0, 2.0), "file": str(base / rel)}
+        _write(wave, SAMPLE_RATE, job)
+        rows.append(_real_row(rel, talker, f"recording:asterisk:{folder.name}", language,
+                              prompt.stem))  # fmt: skip
+    return rows
+
+
+def build_music(base: Path, tracks: Path = ASTERISK_MUSIC) -> int:
+    """Asterisk's music-on-hold tracks as 16 kHz FLAC; returns how many (0, with a note, when
+    the package or ffmpeg is missing)."""
+    sources = sorted(tracks.glob("*.g722"))
+    if not sources or shutil.which("ffmpeg") is None:
+        print(f"skipped the music: no tracks in {tracks} or no ffmpeg (see this script's help)")
+        return 0
+    base.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        wave = decode_g722(source).numpy()
+        sf.write(str(base / f"{source.stem}.flac"), wave, SAMPLE_RATE, subtype="PCM_16")
+    return len(sources)
+
+
+def decode_g722(path: Path) -> torch.Tensor:
+    """A raw G.722 file (Asterisk's ``.g722``) as 16 kHz mono float, by ffmpeg."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "prompt.wav"
+        cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "g722", "-i", str(path),
+               "-ar", str(SAMPLE_RATE), "-ac", "1", str(wav)]  # fmt: skip
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"ffmpeg could not decode {path}: {res.stderr.strip()[-300:]}")
+        audio, _ = sf.read(str(wav), dtype="float32")
+    if audio.size == 0:
+        raise RuntimeError(f"ffmpeg decoded no audio from {path}")
+    return torch.from_numpy(audio)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -256,15 +357,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-per-speaker", type=int, default=24)
     parser.add_argument("--test-per-voice", type=int, default=4)
     parser.add_argument("--test-per-speaker", type=int, default=8)
+    parser.add_argument("--asterisk-per-talker", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
     args = parser.parse_args(argv)
     counts = build(
         args.out, args.train_per_voice, args.train_per_speaker, args.test_per_voice,
-        args.test_per_speaker, args.seed, args.workers,
+        args.test_per_speaker, args.seed, args.workers, args.asterisk_per_talker,
     )  # fmt: skip
     for name, count in counts.items():
-        unit = "speaker folders linked" if name == MIXED_DIR else "utterances"
+        unit = {MIXED_DIR: "speaker folders linked", NOISE_DIR: "music tracks"}.get(
+            name, "utterances"
+        )
         print(f"{args.out / name}: {count} {unit}")
 
 

@@ -11,9 +11,9 @@ can be done in pieces), ``python -m audiodiag.export`` of its best checkpoint to
 ``audiodiag/models/NAME.pt``, then ``python -m audiodiag.evaluate`` on the fixed demo test
 mixtures (overall, by noise type and SNR, one thread for the real-time factor), on the
 corpus' test speakers (training voices and languages), its held-out voices and (where the
-corpus has them) its blind, young and other engines' voices and the real talker, and the fixed
-test voices at 15-30 dB SNR (near-clean input), the card
-in ``audiodiag/models/cards.json``, and the README's cards (``scripts/render_cards.py``).
+corpus has them) its blind, young and other engines' voices, recorded talkers and the test
+speakers in recorded music, and the fixed test voices at 15-30 dB SNR (near-clean input), the
+card in ``audiodiag/models/cards.json``, and the README's cards (``scripts/render_cards.py``).
 Nothing is edited by hand: rerunning this script reproduces the files and their cards.
 ``--card-only`` scores the shipped files again and rewrites only the scores of their cards (after
 a set was added to the corpus), checked to be the files the cards describe.
@@ -94,7 +94,8 @@ EXTRA_SETS = {
     "blind_voices": "blind_voices",  # espeak-ng variants used nowhere else
     "young_voices": "young_voices",  # child-like espeak-ng variants
     "other_voices": "other_voices",  # Flite and Festival voices
-    "real_voice": "real_voice",  # alsa-utils' recorded channel names
+    "real_voice": "real_voice",  # recorded talkers
+    "real_music": "real_noise",  # the corpus' test speakers in recorded music
 }
 #: Card fields that describe the file, its training and its speed; --card-only keeps them (the
 #: real-time factor too: it was measured when the file was made, and a rescoring may share the
@@ -166,6 +167,13 @@ def recard(name: str, card: dict | None, args: argparse.Namespace) -> dict:
     return {**scores_of(model, run_dir, args.corpus), **kept}
 
 
+def _set_overrides(key: str, corpus: Path, folder: str) -> list[str]:
+    if key == "real_music":  # recordings as the noise, the corpus' test speakers as the speech
+        return ["data=folder", f"data.speech.root={corpus}", "noise=folder",
+                f"noise.folder={corpus / folder}", "noise.split_folder=false"]  # fmt: skip
+    return ["data=folder", f"data.speech.root={corpus / folder}"]
+
+
 def scores_of(model: Path, run_dir: Path, corpus: Path) -> dict:
     """Every evaluation of a card: the fixed demo test set, the corpus' sets, near-clean input."""
     fixed = evaluate(model, run_dir / "eval_fixed.json", "data=demo")
@@ -185,12 +193,7 @@ def scores_of(model: Path, run_dir: Path, corpus: Path) -> dict:
     )
     extra = {
         key: group_scores(
-            evaluate(
-                model,
-                run_dir / f"eval_{key}.json",
-                "data=folder",
-                f"data.speech.root={corpus / folder}",
-            )
+            evaluate(model, run_dir / f"eval_{key}.json", *_set_overrides(key, corpus, folder))
         )["all"]
         for key, folder in EXTRA_SETS.items()
         if (corpus / folder).is_dir()

@@ -30,7 +30,9 @@ EXTRA_ROWS = {
     "young_voices": "child-like voices (espeak-ng variants written by make_train_corpus.py), "
     "in the held-out languages",
     "other_voices": "voices of other engines (Flite, Festival; make_other_voices.py)",
-    "real_voice": "one real talker: alsa-utils' eight recorded channel names",
+    "real_voice": "recorded talkers (alsa-utils' channel names; Asterisk's prompts in English, "
+    "Spanish, French, Italian, Russian)",
+    "real_music": "the espeak-ng test speakers in recorded music (Asterisk's music on hold)",
     "high_snr": "near-clean input: the fixed test voices and noise at 15-30 dB SNR",
 }
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import importlib.util
 import random
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -58,7 +60,7 @@ def test_real_voice_is_resampled_and_levelled(tmp_path: Path) -> None:
     for k, name in enumerate(other.ALSA_SPOKEN):
         tone = 0.5 * np.sin(2 * np.pi * (200 + 20 * k) * t) * (t > 0.2) * (t < 1.2)
         sf.write(str(sounds / f"{name}.wav"), tone.astype(np.float32), 48000)
-    count = other.build_real(tmp_path / "real", random.Random(0), sounds)
+    count = other.build_real(tmp_path / "real", random.Random(0), sounds, tmp_path / "none")
     assert count == 8
     rows = _rows(tmp_path / "real" / "metadata.csv")
     assert [r["text"] for r in rows][:2] == ["Front Center", "Front Left"]
@@ -70,7 +72,40 @@ def test_real_voice_is_resampled_and_levelled(tmp_path: Path) -> None:
     assert len(FolderSpeech(tmp_path / "real").utterances("test")) == 8
     # Without alsa-utils the set is skipped with one line, not an error.
     (sounds / "Side_Right.wav").unlink()
-    assert other.build_real(tmp_path / "real2", random.Random(0), sounds) == 0
+    assert other.build_real(tmp_path / "real2", random.Random(0), sounds, tmp_path / "none") == 0
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_asterisk_prompts_are_decoded_and_only_speech_long_enough_is_kept(tmp_path: Path) -> None:
+    other = _load()
+    folder = tmp_path / "asterisk" / "it_IT_m_Carlo"
+    folder.mkdir(parents=True)
+    for name, seconds in (("conf-full", 2.5), ("vm-intro", 3.0), ("beep", 2.0), ("yes", 0.6)):
+        # Speech-like stand-in: a 200 Hz tone gated on and off, encoded as raw G.722.
+        cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+               f"sine=frequency=200:sample_rate=16000:duration={seconds}", "-c:a", "g722",
+               "-f", "g722", str(folder / f"{name}.g722")]  # fmt: skip
+        subprocess.run(cmd, check=True)
+    (folder / "digits").mkdir()  # subfolders (digits, letters) are not read
+    count = other.build_real(tmp_path / "real", random.Random(0), tmp_path / "no-alsa",
+                             tmp_path / "asterisk", per_talker=5)  # fmt: skip
+    rows = _rows(tmp_path / "real" / "metadata.csv")
+    assert count == 2 and sorted(r["text"] for r in rows) == ["conf-full", "vm-intro"]
+    assert {r["speaker"] for r in rows} == {"asterisk_it_carlo"} and rows[0]["language"] == "it"
+    audio, sr = sf.read(str(tmp_path / "real" / rows[0]["path"]))
+    assert sr == 16000 and len(audio) / sr > 2.0
+    # Music on hold: every track decoded, whole.
+    music = tmp_path / "moh"
+    music.mkdir()
+    shutil.copy(folder / "vm-intro.g722", music / "track.g722")
+    assert other.build_music(tmp_path / "music", music) == 1
+    assert abs(sf.info(str(tmp_path / "music" / "track.flac")).duration - 3.0) < 0.05
+    assert other.build_music(tmp_path / "music2", tmp_path / "no-moh") == 0
+    with pytest.raises(RuntimeError, match="ffmpeg could not decode .*missing.g722"):
+        other.decode_g722(folder / "missing.g722")
+    (folder / "empty.g722").write_bytes(b"")
+    with pytest.raises(RuntimeError, match="no audio from .*empty.g722"):
+        other.decode_g722(folder / "empty.g722")
 
 
 def test_mixed_root_links_both_corpora(tmp_path: Path) -> None:
@@ -95,12 +130,15 @@ def test_mixed_root_links_both_corpora(tmp_path: Path) -> None:
     any(_load().engine_missing(e) for e in ("flite", "festival")),
     reason="flite or festival is not installed",
 )
-def test_small_build(tmp_path: Path) -> None:
+def test_small_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     other = _load()
+    for name in ("ALSA_SOUNDS", "ASTERISK_SOUNDS", "ASTERISK_MUSIC"):  # tested above, and slow
+        monkeypatch.setattr(other, name, tmp_path / "none")
     out = tmp_path / "corpus"
     counts = other.build(out, train_per_voice=2, train_per_speaker=1, test_per_voice=1,
                          test_per_speaker=1, workers=2)  # fmt: skip
     assert counts[other.TRAIN_DIR] == 6 and counts[other.TEST_DIR] == 3
+    assert counts[other.REAL_DIR] == 0 and counts[other.NOISE_DIR] == 0
     train_rows = _rows(out / other.TRAIN_DIR / "metadata.csv")
     test_rows = _rows(out / other.TEST_DIR / "metadata.csv")
     for base, table in ((out / other.TRAIN_DIR, train_rows), (out / other.TEST_DIR, test_rows)):

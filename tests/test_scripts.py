@@ -224,7 +224,7 @@ def test_shell_scripts_parse(script: str) -> None:
 def test_ablation_adds_the_other_voice_sets_to_a_scored_row_without_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A row scored before make_other_voices.py ran gets (d) and (e) and keeps (a)-(c)."""
+    """A row scored before make_other_voices.py ran gets (d)-(f) and keeps (a)-(c)."""
     ablation = _load("ablation")
     _trained_row(tmp_path, ablation.ROWS["rank0"])
     commands: list[list[str]] = []
@@ -237,9 +237,11 @@ def test_ablation_adds_the_other_voice_sets_to_a_scored_row_without_training(
     row = ablation.train_and_score("rank0", args, tmp_path)
     roots = [arg for command in commands[3:] for arg in command if "speech.root" in arg]
     assert roots == [f"data.speech.root={tmp_path / 'other_voices'}",
-                     f"data.speech.root={tmp_path / 'real_voice'}"]  # fmt: skip
+                     f"data.speech.root={tmp_path / 'real_voice'}",
+                     f"data.speech.root={tmp_path}"]  # fmt: skip
+    assert f"noise.folder={tmp_path / 'real_noise'}" in commands[5]  # speech in recorded music
     assert row["other"]["all"]["si_sdri"] == 1.5 and "fixed" in row
-    assert ablation.train_and_score("rank0", args, tmp_path) == row and len(commands) == 5
+    assert ablation.train_and_score("rank0", args, tmp_path) == row and len(commands) == 6
     assert "| (d) other SI-SDRi |" in ablation.markdown([row])
 
 
@@ -276,6 +278,7 @@ def test_make_pretrained_card_only_rescores_the_shipped_file_and_keeps_its_train
     monkeypatch.setattr(make_pretrained, "evaluate", fake_evaluate)
     corpus = tmp_path / "corpus"
     (corpus / "other_voices").mkdir(parents=True)
+    (corpus / "real_noise").mkdir()
     args = argparse.Namespace(corpus=corpus)
     card = {"sha256": make_pretrained.sha256(models / "offline.pt"), "commit": "abc", "epochs": 9}
     card["rtf_one_thread"] = 0.004  # measured on a quiet machine when the file was made
@@ -284,5 +287,7 @@ def test_make_pretrained_card_only_rescores_the_shipped_file_and_keeps_its_train
     assert entry["rtf_one_thread"] == 0.004 and entry["fixed_test"]["all"]["si_sdri"] == 2.0
     assert entry["other_voices"]["si_sdri"] == 2.0 and "real_voice" not in entry
     assert any(f"data.speech.root={corpus / 'other_voices'}" in o for o in evaluated)
+    assert any(f"noise.folder={corpus / 'real_noise'}" in o for o in evaluated)
+    assert "real_music" in entry
     with pytest.raises(SystemExit, match="is not the file its card describes"):
         make_pretrained.recard("offline", {**card, "sha256": "0" * 64}, args)
