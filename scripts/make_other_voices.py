@@ -23,7 +23,7 @@ be judged on (and optionally trained with) voices built another way:
   ``asterisk-core-sounds-*-g722`` (telephone prompts read by professional voice talents,
   wideband G.722 at 16 kHz, decoded with ffmpeg), ``--asterisk-per-talker`` prompts of at least
   1.5 s from each of five: Allison (English and Spanish), June (Canadian French), Carlo
-  (Italian, a man) and the Russian voice. Real talkers and microphones, four languages.
+  (Italian, a man) and the Russian voice. Real talkers and microphones, five languages.
 
 Each set has its own ``metadata.csv`` (the corpus' columns; ``voice`` names the engine and voice).
 Utterances are trimmed, levelled (-26 dBFS RMS, +-2 dB) and faded like the corpus'. Sentences come
