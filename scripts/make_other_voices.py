@@ -1,37 +1,37 @@
-"""Speech from synthesisers other than espeak-ng, and a few real recordings, for the corpus.
+"""Speech from synthesisers other than espeak-ng, recorded speech and recorded music, beside the
+larger corpus.
 
 Every model here trains on espeak-ng's formant voices; users enhance real speech. This script
-adds the speech of other engines beside ``scripts/make_train_corpus.py``'s corpus, so a model can
-be judged on (and optionally trained with) voices built another way:
+adds to ``scripts/make_train_corpus.py``'s corpus what a model can be judged on (and optionally
+trained with) beyond espeak-ng:
 
 - ``other_train/{train,valid}/<speaker>/``: Flite's ``awb``, ``rms`` and ``kal16`` voices
   (statistical-parametric and diphone voices built from recordings of real speakers), each as
-  several speakers at its own base pitch and tempo. Used only through
-  ``with_other`` below.
+  several speakers at its own base pitch and tempo. Used only through ``with_other``.
 - ``other_voices/test/<speaker>/``: voices no training set uses, from both other engines:
   Flite's ``slt``, Festival's ``cmu_us_slt_arctic_hts`` (HTS) and ``ked_diphone``. An unheard
-  speaker and, for Festival, an unheard engine: a harder check than espeak-ng's own held-out
-  voices.
+  speaker and, for Festival, an unheard engine.
+- ``real_voice/test/<talker>/``: recorded speech. ``alsa``: the eight spoken channel names that
+  alsa-utils installs (``/usr/share/sounds/alsa/*.wav``, 1.3-1.5 s each); and, from Debian's
+  ``asterisk-core-sounds-*-g722`` (telephone prompts read by professional voice talents,
+  wideband G.722 at 16 kHz, decoded with ffmpeg), ``--asterisk-per-talker`` prompts of at least
+  1.5 s from each of five sets: Allison (English and Spanish), June (Canadian French), Carlo
+  (Italian, a man) and the Russian voice. Real talkers and microphones, five languages.
 - ``real_noise/music/``: the five music-on-hold tracks of Debian's ``asterisk-moh-opsound-g722``
   (18 min of recorded music, CC-BY-SA), decoded: a real noise family, scored with
   ``noise=folder noise.folder=CORPUS/real_noise noise.split_folder=false``.
 - ``with_other/{train,valid,test}/<speaker>``: links to the corpus' own speaker folders and
   ``other_train``'s: a folder-compatible root to train on both (``data=folder
   data.speech.root=CORPUS/with_other``), whose test split is the corpus' own.
-- ``real_voice/test/<talker>/``: recorded speech. ``alsa``: the eight spoken channel names that
-  alsa-utils installs (``/usr/share/sounds/alsa/*.wav``, 1.3-1.5 s each); and, from Debian's
-  ``asterisk-core-sounds-*-g722`` (telephone prompts read by professional voice talents,
-  wideband G.722 at 16 kHz, decoded with ffmpeg), ``--asterisk-per-talker`` prompts of at least
-  1.5 s from each of five: Allison (English and Spanish), June (Canadian French), Carlo
-  (Italian, a man) and the Russian voice. Real talkers and microphones, five languages.
 
-Each set has its own ``metadata.csv`` (the corpus' columns; ``voice`` names the engine and voice).
-Utterances are trimmed, levelled (-26 dBFS RMS, +-2 dB) and faded like the corpus'. Sentences come
-from the corpus' English grammar and avoid the demo corpus and each other. Deterministic for a seed
-and the engines' versions; a rerun replaces these three folders and nothing else. Needs
-``apt-get install -y flite festival festvox-kdlpc16k festvox-us-slt-hts alsa-utils ffmpeg
-asterisk-core-sounds-{en,es,fr,it,ru}-g722 asterisk-moh-opsound-g722`` (the recorded sets are skipped, and say so, without
-theirs)::
+Each speech set has its own ``metadata.csv`` (the corpus' columns; ``voice`` names the engine
+and voice, or the recording). Utterances are trimmed, levelled (-26 dBFS RMS, +-2 dB) and faded
+like the corpus'. Synthetic sentences come from the corpus' English grammar and avoid the demo
+corpus and each other. Deterministic for a seed and the packages' versions; a rerun replaces
+these five folders and nothing else. Needs ``apt-get install -y flite festival
+festvox-kdlpc16k festvox-us-slt-hts alsa-utils ffmpeg asterisk-core-sounds-{en,es,fr,it,ru}-g722
+asterisk-moh-opsound-g722`` (a recorded set whose package or ffmpeg is missing is skipped, with
+a line that says so)::
 
     AUDIODIAG_DATA=/work/data python scripts/make_other_voices.py
 """
@@ -48,6 +48,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import soundfile as sf
 import torch
@@ -135,21 +136,21 @@ def render(engine: str, voice: str, text: str, pitch: float, stretch: float, wav
         raise RuntimeError(f"{engine} failed for voice {voice!r}: {res.stderr.strip()[-300:]}")
 
 
-def _synthesise_one(job: dict[str, object]) -> float:
+def _synthesise_one(job: dict[str, Any]) -> float:
     """Synthesise, resample, trim, level and write one utterance; return its seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "utt.wav"
-        render(str(job["engine"]), str(job["voice"]), str(job["text"]),
-               float(job["pitch"]), float(job["stretch"]), wav)  # type: ignore[arg-type]  # fmt: skip
+        engine, voice, text = str(job["engine"]), str(job["voice"]), str(job["text"])
+        render(engine, voice, text, float(job["pitch"]), float(job["stretch"]), wav)
         audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
     return _write(torch.from_numpy(audio.mean(axis=1)), int(sr), job)
 
 
-def _write(wave: torch.Tensor, sr: int, job: dict[str, object]) -> float:
+def _write(wave: torch.Tensor, sr: int, job: dict[str, Any]) -> float:
     if sr != SAMPLE_RATE:
         wave = AF.resample(wave, sr, SAMPLE_RATE)
     x = demo.trim_silence(wave.numpy(), SAMPLE_RATE)
-    x = demo.fade(demo.normalise(x, float(job["level_db"])), SAMPLE_RATE)  # type: ignore[arg-type]
+    x = demo.fade(demo.normalise(x, float(job["level_db"])), SAMPLE_RATE)
     path = Path(str(job["file"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), x, SAMPLE_RATE, subtype="PCM_16", format="FLAC", compression_level=1.0)
@@ -173,7 +174,7 @@ def make_speakers(
 
 def _jobs(
     speakers: list[Speaker], per_speaker: int, texts: list[str], base: Path, rng: random.Random
-) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     jobs, rows = [], []
     for spk in speakers:
         for u in range(per_speaker):
@@ -190,7 +191,7 @@ def _jobs(
     return jobs, rows
 
 
-def _write_metadata(path: Path, rows: list[dict[str, object]]) -> None:
+def _write_metadata(path: Path, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=corpus.FIELDS, lineterminator="\n")
         writer.writeheader()
@@ -207,7 +208,8 @@ def build(
     workers: int | None = None,
     asterisk_per_talker: int = 24,
 ) -> dict[str, int]:
-    """(Re)write the three sets into ``out``; returns the utterance count of each."""
+    """(Re)write the five folders in ``out``; returns the count of each (utterances, linked
+    speaker folders, music tracks)."""
     for engine in {e for e, _ in TRAIN_VOICES + TEST_VOICES}:
         if (why := engine_missing(engine)) is not None:
             raise SystemExit(why)
@@ -269,17 +271,18 @@ def build_real(
     return len(rows)
 
 
-def _real_row(rel: str, talker: str, voice: str, language: str, text: str) -> dict[str, object]:
+def _real_row(rel: str, talker: str, voice: str, language: str, text: str) -> dict[str, Any]:
     return {"path": rel, "speaker": talker, "voice": voice, "language": language, "variant": "",
             "pitch": "", "speed": "", "text": text, "split": "test"}  # fmt: skip
 
 
-def _alsa_rows(base: Path, rng: random.Random, sounds: Path) -> list[dict[str, object]]:
+def _alsa_rows(base: Path, rng: random.Random, sounds: Path) -> list[dict[str, Any]]:
     """alsa-utils' eight spoken channel names."""
     missing = [name for name in ALSA_SPOKEN if not (sounds / f"{name}.wav").is_file()]
     if missing:
         print(
-            f"skipped alsa's voice: {sounds / missing[0]}.wav is missing (apt-get install alsa-utils)"
+            f"skipped alsa's voice: {sounds / missing[0]}.wav is missing "
+            "(apt-get install alsa-utils)"
         )
         return []
     rows = []
@@ -294,7 +297,7 @@ def _alsa_rows(base: Path, rng: random.Random, sounds: Path) -> list[dict[str, o
 
 def _asterisk_rows(
     base: Path, rng: random.Random, folder: Path, talker: str, count: int
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     """``count`` of one talker's prompts (top-level ones, speech only, >= 1.5 s), drawn in a
     seeded order; [] with a note when the package or ffmpeg is missing."""
     prompts = sorted(p for p in folder.glob("*.g722") if not any(w in p.stem for w in NOT_SPEECH))
@@ -302,7 +305,7 @@ def _asterisk_rows(
         print(f"skipped {talker}: no prompts in {folder} or no ffmpeg (see this script's help)")
         return []
     rng.shuffle(prompts)
-    rows = []
+    rows: list[dict[str, Any]] = []
     language = folder.name[:2]
     for prompt in prompts:
         if len(rows) == count:

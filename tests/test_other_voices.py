@@ -44,7 +44,8 @@ def test_training_and_test_voices_share_no_talker() -> None:
     test = {TALKER[v] for _, v in other.TEST_VOICES}
     assert train == {"awb", "rms", "kal"} and test == {"slt", "ked"}
     cast = other.make_speakers(other.TRAIN_VOICES, 4, "train", random.Random(0))
-    assert [sum(s.split == "valid" for s in cast if s.voice == v) for _, v in other.TRAIN_VOICES] == [1, 1, 1]  # fmt: skip
+    valid = [sum(s.split == "valid" for s in cast if s.voice == v) for _, v in other.TRAIN_VOICES]
+    assert valid == [1, 1, 1]
     assert len({s.speaker_id for s in cast}) == 12
     assert all(0.8 <= s.pitch <= 1.25 and 0.85 <= s.stretch <= 1.2 for s in cast)
     tests = other.make_speakers(other.TEST_VOICES, 2, "test", random.Random(0))
