@@ -90,6 +90,16 @@ ROWS: dict[str, list[str]] = {
     # in training help on unheard ones (d) and on recorded talkers (e)?
     "rank16-bursts-masked20-other": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=20"],
     "rank0-bursts-other": [_RANK0, _BURSTS],
+    # Trained with recorded speech too (TRAIN_ROOTS: Asterisk's prompts of three of its five
+    # voice sets); judged on the recorded talkers never trained on (Carlo, Russian, alsa).
+    "rank0-bursts-real": [_RANK0, _BURSTS],
+    "rank16-recurrent-bursts-masked20-depth2-real": [
+        "layer.rank=16",
+        _MEMORY,
+        _BURSTS,
+        "loss.masked_magnitude=20",
+        "model.depth=2",
+    ],
     # The cheap perceptual term: compressed magnitudes of the masked spectrum, same weight.
     "rank16-bursts-masked": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=50"],
     "rank16-bursts-masked10": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=10"],
@@ -181,6 +191,8 @@ HELD_OUT_FAMILIES = ("instruments", "modulated")
 TRAIN_ROOTS: dict[str, str] = {
     "rank16-bursts-masked20-other": "with_other",
     "rank0-bursts-other": "with_other",
+    "rank0-bursts-real": "with_real",
+    "rank16-recurrent-bursts-masked20-depth2-real": "with_real",
 }
 #: Optional evaluation sets, scored when the corpus has their folder: label -> folder.
 EXTRA_EVALUATIONS = {"other": "other_voices", "real": "real_voice", "music": "real_noise"}

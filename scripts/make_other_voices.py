@@ -23,12 +23,16 @@ trained with) beyond espeak-ng:
 - ``with_other/{train,valid,test}/<speaker>``: links to the corpus' own speaker folders and
   ``other_train``'s: a folder-compatible root to train on both (``data=folder
   data.speech.root=CORPUS/with_other``), whose test split is the corpus' own.
+- ``real_train/train/<talker>/``: every other speech prompt (>= 1 s) of three of Asterisk's voice
+  sets (Allison in English and Spanish, June), none of them in ``real_voice``; ``with_real``
+  links them beside the corpus' speakers as ``with_other`` does. Carlo, the Russian voice and
+  alsa's talker stay unheard.
 
 Each speech set has its own ``metadata.csv`` (the corpus' columns; ``voice`` names the engine
 and voice, or the recording). Utterances are trimmed, levelled (-26 dBFS RMS, +-2 dB) and faded
 like the corpus'. Synthetic sentences come from the corpus' English grammar and avoid the demo
 corpus and each other. Deterministic for a seed and the packages' versions; a rerun replaces
-these five folders and nothing else. Needs ``apt-get install -y flite festival
+these seven folders and nothing else. Needs ``apt-get install -y flite festival
 festvox-kdlpc16k festvox-us-slt-hts alsa-utils ffmpeg asterisk-core-sounds-{en,es,fr,it,ru}-g722
 asterisk-moh-opsound-g722`` (a recorded set whose package or ffmpeg is missing is skipped, with
 a line that says so)::
@@ -62,7 +66,7 @@ from audiodiag.paths import DATA_DIR  # noqa: E402
 
 SAMPLE_RATE = demo.SAMPLE_RATE
 TRAIN_DIR, TEST_DIR, REAL_DIR, MIXED_DIR = "other_train", "other_voices", "real_voice", "with_other"
-NOISE_DIR = "real_noise"
+NOISE_DIR, REAL_TRAIN_DIR, REAL_MIXED_DIR = "real_noise", "real_train", "with_real"
 ALSA_SOUNDS = Path("/usr/share/sounds/alsa")
 ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds")
 ASTERISK_MUSIC = Path("/usr/share/asterisk/moh")
@@ -74,6 +78,9 @@ ASTERISK_TALKERS = {
     "it_IT_m_Carlo": "asterisk_it_carlo",
     "ru_RU_f_IvrvoiceRU": "asterisk_ru",
 }
+#: Talkers whose other prompts ``real_train`` holds (``with_real`` trains on them); Carlo, the
+#: Russian voice and alsa's talker are never trained on.
+REAL_TRAIN_TALKERS = ("asterisk_en_allison", "asterisk_es_allison", "asterisk_fr_june")
 #: Prompts that are signals, not speech.
 NOT_SPEECH = ("beep", "tone", "silence")
 ALSA_SPOKEN = (
@@ -208,7 +215,7 @@ def build(
     workers: int | None = None,
     asterisk_per_talker: int = 24,
 ) -> dict[str, int]:
-    """(Re)write the five folders in ``out``; returns the count of each (utterances, linked
+    """(Re)write the seven folders in ``out``; returns the count of each (utterances, linked
     speaker folders, music tracks)."""
     for engine in {e for e, _ in TRAIN_VOICES + TEST_VOICES}:
         if (why := engine_missing(engine)) is not None:
@@ -220,7 +227,15 @@ def build(
     texts = corpus.make_sentences(n_texts, rng, "en", exclude=corpus.demo_sentences())
     train_jobs, train_rows = _jobs(cast, train_per_speaker, texts, out / TRAIN_DIR, rng)
     test_jobs, test_rows = _jobs(tests, test_per_speaker, texts, out / TEST_DIR, rng)
-    for name in (TRAIN_DIR, TEST_DIR, REAL_DIR, MIXED_DIR, NOISE_DIR):
+    for name in (
+        TRAIN_DIR,
+        TEST_DIR,
+        REAL_DIR,
+        MIXED_DIR,
+        NOISE_DIR,
+        REAL_TRAIN_DIR,
+        REAL_MIXED_DIR,
+    ):
         if (out / name).is_dir():
             shutil.rmtree(out / name)
     with multiprocessing.get_context("fork").Pool(workers, initializer=corpus._init_worker) as pool:
@@ -232,22 +247,26 @@ def build(
         out / REAL_DIR, rng, ALSA_SOUNDS, ASTERISK_SOUNDS, asterisk_per_talker
     )
     counts[MIXED_DIR] = link_mixed(out)
+    counts[REAL_TRAIN_DIR] = build_real_train(
+        out / REAL_TRAIN_DIR, out / REAL_DIR, rng, ASTERISK_SOUNDS
+    )
+    counts[REAL_MIXED_DIR] = link_mixed(out, REAL_MIXED_DIR, REAL_TRAIN_DIR)
     counts[NOISE_DIR] = build_music(out / NOISE_DIR / "music", ASTERISK_MUSIC)
     if not (out / "train").is_dir():
         print(f"{out} has no train/ folder (make_train_corpus.py): {MIXED_DIR} holds Flite alone")
     return counts
 
 
-def link_mixed(out: Path) -> int:
-    """``out/with_other``: relative links to every speaker folder of the corpus' splits and of
-    ``other_train``'s; returns the number of speakers linked."""
+def link_mixed(out: Path, mixed: str = MIXED_DIR, extra: str = TRAIN_DIR) -> int:
+    """``out/mixed``: relative links to every speaker folder of the corpus' splits and of
+    ``out/extra``'s; returns the number of speakers linked."""
     linked = 0
     for split in corpus.SPLITS:
-        for source in (out / split, out / TRAIN_DIR / split):
+        for source in (out / split, out / extra / split):
             if not source.is_dir():
                 continue
             for speaker in sorted(p for p in source.iterdir() if p.is_dir()):
-                link = out / MIXED_DIR / split / speaker.name
+                link = out / mixed / split / speaker.name
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.symlink_to(Path("..", "..", speaker.relative_to(out)))
                 linked += 1
@@ -321,6 +340,32 @@ def _asterisk_rows(
     return rows
 
 
+def build_real_train(
+    base: Path, real_voice: Path, rng: random.Random, asterisk: Path = ASTERISK_SOUNDS
+) -> int:
+    """Every speech prompt (>= 1 s) of REAL_TRAIN_TALKERS that ``real_voice`` does not hold, as
+    ``base/train/<talker>/``: recorded speech to train with, whose held-out prompts and the other
+    talkers stay unheard. Returns the utterance count (0 without the packages)."""
+    used = {p.stem for p in real_voice.rglob("*.flac")}
+    count = 0
+    for folder, talker in ASTERISK_TALKERS.items():
+        prompts = sorted((asterisk / folder).glob("*.g722"))
+        if talker not in REAL_TRAIN_TALKERS or shutil.which("ffmpeg") is None:
+            continue
+        for prompt in prompts:
+            name = f"{talker}_{prompt.stem}"
+            if name in used or any(w in prompt.stem for w in NOT_SPEECH):
+                continue
+            wave = decode_g722(prompt)
+            if len(demo.trim_silence(wave.numpy(), SAMPLE_RATE)) < SAMPLE_RATE:
+                continue
+            job = {"level_db": -26.0 + rng.uniform(-2.0, 2.0),
+                   "file": str(base / "train" / talker / f"{name}.flac")}  # fmt: skip
+            _write(wave, SAMPLE_RATE, job)
+            count += 1
+    return count
+
+
 def build_music(base: Path, tracks: Path = ASTERISK_MUSIC) -> int:
     """Asterisk's music-on-hold tracks as 16 kHz FLAC; returns how many (0, with a note, when
     the package or ffmpeg is missing)."""
@@ -369,9 +414,9 @@ def main(argv: list[str] | None = None) -> None:
         args.test_per_speaker, args.seed, args.workers, args.asterisk_per_talker,
     )  # fmt: skip
     for name, count in counts.items():
-        unit = {MIXED_DIR: "speaker folders linked", NOISE_DIR: "music tracks"}.get(
-            name, "utterances"
-        )
+        linked = "speaker folders linked"
+        units = {MIXED_DIR: linked, REAL_MIXED_DIR: linked, NOISE_DIR: "music tracks"}
+        unit = units.get(name, "utterances")
         print(f"{args.out / name}: {count} {unit}")
 
 

@@ -76,17 +76,21 @@ def test_real_voice_is_resampled_and_levelled(tmp_path: Path) -> None:
     assert other.build_real(tmp_path / "real2", random.Random(0), sounds, tmp_path / "none") == 0
 
 
+def _g722(path: Path, seconds: float) -> None:
+    """A 200-Hz tone encoded as raw G.722 (Asterisk's prompt format), by ffmpeg."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+           f"sine=frequency=200:sample_rate=16000:duration={seconds}", "-c:a", "g722",
+           "-f", "g722", str(path)]  # fmt: skip
+    subprocess.run(cmd, check=True)
+
+
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 def test_asterisk_prompts_are_decoded_and_only_speech_long_enough_is_kept(tmp_path: Path) -> None:
     other = _load()
     folder = tmp_path / "asterisk" / "it_IT_m_Carlo"
-    folder.mkdir(parents=True)
     for name, seconds in (("conf-full", 2.5), ("vm-intro", 3.0), ("beep", 2.0), ("yes", 0.6)):
-        # Speech-like stand-in: a 200 Hz tone gated on and off, encoded as raw G.722.
-        cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
-               f"sine=frequency=200:sample_rate=16000:duration={seconds}", "-c:a", "g722",
-               "-f", "g722", str(folder / f"{name}.g722")]  # fmt: skip
-        subprocess.run(cmd, check=True)
+        _g722(folder / f"{name}.g722", seconds)
     (folder / "digits").mkdir()  # subfolders (digits, letters) are not read
     count = other.build_real(tmp_path / "real", random.Random(0), tmp_path / "no-alsa",
                              tmp_path / "asterisk", per_talker=5)  # fmt: skip
@@ -150,3 +154,28 @@ def test_small_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     texts = [r["text"] for r in train_rows + test_rows]
     assert len(set(texts)) == len(texts)
     assert [len(FolderSpeech(out / other.TRAIN_DIR).utterances(s)) for s in SPLITS] == [3, 3, 0]
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_real_train_holds_only_unscored_prompts_of_its_talkers(tmp_path: Path) -> None:
+    """Training prompts never include a scored prompt, nor any prompt of a held-out talker."""
+    other = _load()
+    asterisk = tmp_path / "asterisk"
+    for folder in ("en_US_f_Allison", "it_IT_m_Carlo"):
+        for name in ("a-prompt", "b-prompt", "c-prompt"):
+            _g722(asterisk / folder / f"{name}.g722", 2.0)
+    real = tmp_path / "corpus" / "real_voice"
+    count = other.build_real(real, random.Random(0), tmp_path / "no-alsa", asterisk, per_talker=1)
+    scored = {p.stem for p in real.rglob("*.flac")}
+    assert count == 2 and len(scored) == 2
+    out = tmp_path / "corpus" / "real_train"
+    assert other.build_real_train(out, real, random.Random(0), asterisk) == 2
+    trained = {p.stem for p in out.rglob("*.flac")}
+    assert {p.parent.name for p in out.rglob("*.flac")} == {"asterisk_en_allison"}
+    assert not trained & scored and len(trained | scored) == 4
+    # with_real: the corpus' speakers and these talkers, as a folder-compatible root.
+    (tmp_path / "corpus" / "train" / "s1").mkdir(parents=True)
+    sf.write(str(tmp_path / "corpus" / "train" / "s1" / "u.flac"), np.zeros(16000), 16000)
+    assert other.link_mixed(tmp_path / "corpus", "with_real", "real_train") == 2
+    mixed = FolderSpeech(tmp_path / "corpus" / "with_real")
+    assert sorted({u.speaker for u in mixed.utterances("train")}) == ["asterisk_en_allison", "s1"]
