@@ -93,6 +93,7 @@ ROWS: dict[str, list[str]] = {
     # Trained with recorded speech too (TRAIN_ROOTS: Asterisk's prompts of three of its five
     # voice sets); judged on the recorded talkers never trained on (Carlo, Russian, alsa).
     "rank0-bursts-real": [_RANK0, _BURSTS],
+    "rank16-bursts-masked20-real": ["layer.rank=16", _BURSTS, "loss.masked_magnitude=20"],
     "rank16-recurrent-bursts-masked20-depth2-real": [
         "layer.rank=16",
         _MEMORY,
@@ -192,6 +193,7 @@ TRAIN_ROOTS: dict[str, str] = {
     "rank16-bursts-masked20-other": "with_other",
     "rank0-bursts-other": "with_other",
     "rank0-bursts-real": "with_real",
+    "rank16-bursts-masked20-real": "with_real",
     "rank16-recurrent-bursts-masked20-depth2-real": "with_real",
 }
 #: Optional evaluation sets, scored when the corpus has their folder: label -> folder.
