@@ -43,7 +43,6 @@ a line that says so)::
 from __future__ import annotations
 
 import argparse
-import csv
 import multiprocessing
 import random
 import shutil
@@ -198,13 +197,6 @@ def _jobs(
     return jobs, rows
 
 
-def _write_metadata(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=corpus.FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def build(
     out: Path,
     train_per_voice: int = 8,
@@ -240,8 +232,8 @@ def build(
             shutil.rmtree(out / name)
     with multiprocessing.get_context("fork").Pool(workers, initializer=corpus._init_worker) as pool:
         pool.map(_synthesise_one, train_jobs + test_jobs, chunksize=4)
-    _write_metadata(out / TRAIN_DIR / "metadata.csv", train_rows)
-    _write_metadata(out / TEST_DIR / "metadata.csv", test_rows)
+    corpus._write_metadata(out / TRAIN_DIR / "metadata.csv", train_rows)
+    corpus._write_metadata(out / TEST_DIR / "metadata.csv", test_rows)
     counts = {TRAIN_DIR: len(train_rows), TEST_DIR: len(test_rows)}
     counts[REAL_DIR] = build_real(
         out / REAL_DIR, rng, ALSA_SOUNDS, ASTERISK_SOUNDS, asterisk_per_talker
@@ -286,7 +278,7 @@ def build_real(
     for folder, talker in ASTERISK_TALKERS.items():
         rows += _asterisk_rows(base, rng, asterisk / folder, talker, per_talker)
     if rows:
-        _write_metadata(base / "metadata.csv", rows)
+        corpus._write_metadata(base / "metadata.csv", rows)
     return len(rows)
 
 

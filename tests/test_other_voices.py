@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-import csv
-import importlib.util
 import random
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from script_helpers import load_script, read_rows
 
 from audiodiag.data import SPLITS, FolderSpeech
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_other_voices.py"
-
 
 def _load():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("make_other_voices", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_other_voices")
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+_rows = read_rows
 
 
 #: Whose recordings each voice was built from: kal16 and kal_diphone are one man, slt one woman.

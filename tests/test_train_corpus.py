@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import csv
-import importlib.util
 import random
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import soundfile as sf
+from script_helpers import load_script, read_rows
 
 from audiodiag.data import SPLITS, DemoSpeech, FolderSpeech
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_train_corpus.py"
-
 
 def _load():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("make_train_corpus", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_train_corpus")
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+_rows = read_rows
 
 
 def test_sentences_are_new_and_distinct() -> None:
