@@ -13,13 +13,13 @@ and, when ``scripts/make_other_voices.py`` has added them to the corpus, two mor
 training noise families:
 
   (d) ``other``:    voices of other synthesisers (Flite, Festival) that no row trains on,
-  (e) ``real``:     recorded talkers (alsa-utils' channel names, Asterisk's prompts in four
+  (e) ``real``:     recorded talkers (alsa-utils' channel names, Asterisk's prompts in five
                     languages),
   (f) ``music``:    the corpus' test speakers in recorded music (Asterisk's music on hold), a
                     real noise family (played notes are held out of training).
 
 Rows named in ``TRAIN_ROOTS`` train on a folder of the corpus instead of the corpus itself
-(``with_other``: its speakers and Flite's). A row scored before (d)-(f) existed gets them on the
+(``with_other``: its speakers and Flite's; ``with_real``: and recorded prompts). A row scored before (d)-(f) existed gets them on the
 next run that names it, without training again.
 
 ::
@@ -41,6 +41,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -200,10 +201,11 @@ TRAIN_ROOTS: dict[str, str] = {
 EXTRA_EVALUATIONS = {"other": "other_voices", "real": "real_voice", "music": "real_noise"}
 
 
-def extra_overrides(label: str, folder: Path, corpus: Path, held_out: list[str]) -> list[str]:
-    """Evaluation overrides of an EXTRA_EVALUATIONS set: voices with the training noise
-    families, or (music) the corpus' test speakers in the recordings of that folder."""
-    if label == "music":
+def set_overrides(folder: Path, corpus: Path, held_out: Sequence[str] = ()) -> list[str]:
+    """Evaluation overrides of a set of ``scripts/make_other_voices.py`` (also the shipped
+    models' cards): its voices with the noise of ``held_out``'s config, or (``real_noise``) the
+    corpus' test speakers in the recordings of that folder."""
+    if folder.name == "real_noise":
         return ["data=folder", f"data.speech.root={corpus}", "noise=folder",
                 f"noise.folder={folder}", "noise.split_folder=false"]  # fmt: skip
     return ["data=folder", f"data.speech.root={folder}", *held_out]
@@ -275,7 +277,7 @@ def train_and_score(name: str, args: argparse.Namespace, corpus: Path) -> dict:
         "families": ["data=folder", f"data.speech.root={corpus}", *others],
     }
     for label, folder in extra.items():
-        evaluations[label] = extra_overrides(label, folder, corpus, held_out)
+        evaluations[label] = set_overrides(folder, corpus, held_out)
     if not row:
         row = {"name": name, "overrides": ROWS[name], "train_seconds": metrics.get("wall_time_s")}
         for key in ("param_count", "global_step", "train_time_s"):

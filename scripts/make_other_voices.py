@@ -66,6 +66,8 @@ from audiodiag.paths import DATA_DIR  # noqa: E402
 SAMPLE_RATE = demo.SAMPLE_RATE
 TRAIN_DIR, TEST_DIR, REAL_DIR, MIXED_DIR = "other_train", "other_voices", "real_voice", "with_other"
 NOISE_DIR, REAL_TRAIN_DIR, REAL_MIXED_DIR = "real_noise", "real_train", "with_real"
+#: Everything this script writes (a rerun replaces these and nothing else).
+FOLDERS = (TRAIN_DIR, TEST_DIR, REAL_DIR, MIXED_DIR, NOISE_DIR, REAL_TRAIN_DIR, REAL_MIXED_DIR)
 ALSA_SOUNDS = Path("/usr/share/sounds/alsa")
 ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds")
 ASTERISK_MUSIC = Path("/usr/share/asterisk/moh")
@@ -219,15 +221,7 @@ def build(
     texts = corpus.make_sentences(n_texts, rng, "en", exclude=corpus.demo_sentences())
     train_jobs, train_rows = _jobs(cast, train_per_speaker, texts, out / TRAIN_DIR, rng)
     test_jobs, test_rows = _jobs(tests, test_per_speaker, texts, out / TEST_DIR, rng)
-    for name in (
-        TRAIN_DIR,
-        TEST_DIR,
-        REAL_DIR,
-        MIXED_DIR,
-        NOISE_DIR,
-        REAL_TRAIN_DIR,
-        REAL_MIXED_DIR,
-    ):
+    for name in FOLDERS:
         if (out / name).is_dir():
             shutil.rmtree(out / name)
     with multiprocessing.get_context("fork").Pool(workers, initializer=corpus._init_worker) as pool:
@@ -306,12 +300,17 @@ def _alsa_rows(base: Path, rng: random.Random, sounds: Path) -> list[dict[str, A
     return rows
 
 
+def speech_prompts(folder: Path) -> list[Path]:
+    """A talker's top-level prompts, by name, without the signals (beeps, tones, silence)."""
+    return sorted(p for p in folder.glob("*.g722") if not any(w in p.stem for w in NOT_SPEECH))
+
+
 def _asterisk_rows(
     base: Path, rng: random.Random, folder: Path, talker: str, count: int
 ) -> list[dict[str, Any]]:
     """``count`` of one talker's prompts (top-level ones, speech only, >= 1.5 s), drawn in a
     seeded order; [] with a note when the package or ffmpeg is missing."""
-    prompts = sorted(p for p in folder.glob("*.g722") if not any(w in p.stem for w in NOT_SPEECH))
+    prompts = speech_prompts(folder)
     if not prompts or shutil.which("ffmpeg") is None:
         print(f"skipped {talker}: no prompts in {folder} or no ffmpeg (see this script's help)")
         return []
@@ -341,12 +340,11 @@ def build_real_train(
     used = {p.stem for p in real_voice.rglob("*.flac")}
     count = 0
     for folder, talker in ASTERISK_TALKERS.items():
-        prompts = sorted((asterisk / folder).glob("*.g722"))
         if talker not in REAL_TRAIN_TALKERS or shutil.which("ffmpeg") is None:
             continue
-        for prompt in prompts:
+        for prompt in speech_prompts(asterisk / folder):
             name = f"{talker}_{prompt.stem}"
-            if name in used or any(w in prompt.stem for w in NOT_SPEECH):
+            if name in used:
                 continue
             wave = decode_g722(prompt)
             if len(demo.trim_silence(wave.numpy(), SAMPLE_RATE)) < SAMPLE_RATE:

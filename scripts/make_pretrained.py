@@ -32,6 +32,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "scripts"))
+from ablation import set_overrides  # noqa: E402  (a sibling script: one way to score a set)
+
 from audiodiag.loading import load_torchscript  # noqa: E402
 from audiodiag.pretrained import CARDS_FILE, MODELS_DIR, sha256  # noqa: E402
 
@@ -167,13 +170,6 @@ def recard(name: str, card: dict | None, args: argparse.Namespace) -> dict:
     return {**scores_of(model, run_dir, args.corpus), **kept}
 
 
-def _set_overrides(key: str, corpus: Path, folder: str) -> list[str]:
-    if key == "real_music":  # recordings as the noise, the corpus' test speakers as the speech
-        return ["data=folder", f"data.speech.root={corpus}", "noise=folder",
-                f"noise.folder={corpus / folder}", "noise.split_folder=false"]  # fmt: skip
-    return ["data=folder", f"data.speech.root={corpus / folder}"]
-
-
 def scores_of(model: Path, run_dir: Path, corpus: Path) -> dict:
     """Every evaluation of a card: the fixed demo test set, the corpus' sets, near-clean input."""
     fixed = evaluate(model, run_dir / "eval_fixed.json", "data=demo")
@@ -193,7 +189,7 @@ def scores_of(model: Path, run_dir: Path, corpus: Path) -> dict:
     )
     extra = {
         key: group_scores(
-            evaluate(model, run_dir / f"eval_{key}.json", *_set_overrides(key, corpus, folder))
+            evaluate(model, run_dir / f"eval_{key}.json", *set_overrides(corpus / folder, corpus))
         )["all"]
         for key, folder in EXTRA_SETS.items()
         if (corpus / folder).is_dir()

@@ -19,9 +19,6 @@ def _load():  # type: ignore[no-untyped-def]
     return load_script("make_other_voices")
 
 
-_rows = read_rows
-
-
 #: Whose recordings each voice was built from: kal16 and kal_diphone are one man, slt one woman.
 TALKER = {"awb": "awb", "rms": "rms", "kal16": "kal", "kal_diphone": "kal", "slt": "slt",
           "cmu_us_slt_arctic_hts": "slt", "ked_diphone": "ked"}  # fmt: skip
@@ -52,7 +49,7 @@ def test_real_voice_is_resampled_and_levelled(tmp_path: Path) -> None:
         sf.write(str(sounds / f"{name}.wav"), tone.astype(np.float32), 48000)
     count = other.build_real(tmp_path / "real", random.Random(0), sounds, tmp_path / "none")
     assert count == 8
-    rows = _rows(tmp_path / "real" / "metadata.csv")
+    rows = read_rows(tmp_path / "real" / "metadata.csv")
     assert [r["text"] for r in rows][:2] == ["Front Center", "Front Left"]
     for row in rows:
         audio, sr = sf.read(str(tmp_path / "real" / row["path"]))
@@ -83,7 +80,7 @@ def test_asterisk_prompts_are_decoded_and_only_speech_long_enough_is_kept(tmp_pa
     (folder / "digits").mkdir()  # subfolders (digits, letters) are not read
     count = other.build_real(tmp_path / "real", random.Random(0), tmp_path / "no-alsa",
                              tmp_path / "asterisk", per_talker=5)  # fmt: skip
-    rows = _rows(tmp_path / "real" / "metadata.csv")
+    rows = read_rows(tmp_path / "real" / "metadata.csv")
     assert count == 2 and sorted(r["text"] for r in rows) == ["conf-full", "vm-intro"]
     assert {r["speaker"] for r in rows} == {"asterisk_it_carlo"} and rows[0]["language"] == "it"
     audio, sr = sf.read(str(tmp_path / "real" / rows[0]["path"]))
@@ -133,8 +130,8 @@ def test_small_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                          test_per_speaker=1, workers=2)  # fmt: skip
     assert counts[other.TRAIN_DIR] == 6 and counts[other.TEST_DIR] == 3
     assert counts[other.REAL_DIR] == 0 and counts[other.NOISE_DIR] == 0
-    train_rows = _rows(out / other.TRAIN_DIR / "metadata.csv")
-    test_rows = _rows(out / other.TEST_DIR / "metadata.csv")
+    train_rows = read_rows(out / other.TRAIN_DIR / "metadata.csv")
+    test_rows = read_rows(out / other.TEST_DIR / "metadata.csv")
     for base, table in ((out / other.TRAIN_DIR, train_rows), (out / other.TEST_DIR, test_rows)):
         for row in table:
             info = sf.info(str(base / row["path"]))

@@ -17,9 +17,6 @@ def _load():  # type: ignore[no-untyped-def]
     return load_script("make_train_corpus")
 
 
-_rows = read_rows
-
-
 def test_sentences_are_new_and_distinct() -> None:
     corpus = _load()
     demo = corpus.demo_sentences()
@@ -82,8 +79,8 @@ def test_small_corpus_layout_and_disjoint_speakers(
                          blind_per_speaker=1, young_speakers=2, young_per_speaker=1)  # fmt: skip
     assert stats["utterances"] == 10 and stats["heldout_utterances"] == 5
     assert stats["blind_utterances"] == 2 and stats["young_utterances"] == 2
-    rows = _rows(out / "metadata.csv")
-    held_rows = _rows(out / "heldout_voices" / "metadata.csv")
+    rows = read_rows(out / "metadata.csv")
+    held_rows = read_rows(out / "heldout_voices" / "metadata.csv")
     assert list(rows[0]) == list(corpus.FIELDS)
     for base, table in ((out, rows), (out / "heldout_voices", held_rows)):
         for row in table:
@@ -106,13 +103,13 @@ def test_small_corpus_layout_and_disjoint_speakers(
     assert not {r["variant"] for r in held_rows} & {r["variant"] for r in rows}
     assert not {r["text"] for r in rows + held_rows} & corpus.demo_sentences()
     # The blind set: its own variants, held-out languages, sentences not used elsewhere.
-    blind_rows = _rows(out / "blind_voices" / "metadata.csv")
+    blind_rows = read_rows(out / "blind_voices" / "metadata.csv")
     assert len(FolderSpeech(out / "blind_voices").utterances("test")) == 2
     assert {r["language"] for r in blind_rows} <= set(corpus.HELDOUT_LANGUAGES)
     assert not {r["variant"] for r in blind_rows} & {r["variant"] for r in rows + held_rows}
     assert not {r["text"] for r in blind_rows} & {r["text"] for r in rows + held_rows}
     # The young set: likewise, its sentences avoid the blind set's too.
-    young_rows = _rows(out / "young_voices" / "metadata.csv")
+    young_rows = read_rows(out / "young_voices" / "metadata.csv")
     assert len(FolderSpeech(out / "young_voices").utterances("test")) == 2
     assert {r["variant"] for r in young_rows} <= set(corpus.YOUNG_VARIANTS)
     assert not {r["text"] for r in young_rows} & {r["text"] for r in rows + held_rows + blind_rows}
@@ -123,7 +120,7 @@ def test_small_corpus_layout_and_disjoint_speakers(
                      f"--{kind}-per-speaker", str(per_speaker), "--workers", "2"])  # fmt: skip
         after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and kind not in str(p)}
         assert after == before
-        assert len(_rows(out / f"{kind}_voices" / "metadata.csv")) == speakers * per_speaker
+        assert len(read_rows(out / f"{kind}_voices" / "metadata.csv")) == speakers * per_speaker
     # A negative count is refused with the flag's name.
     with pytest.raises(SystemExit):
         corpus.main(["--out", str(out), "--young-speakers", "-1"])
