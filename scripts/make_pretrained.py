@@ -109,6 +109,25 @@ KEPT_FIELDS = (
 )  # fmt: skip
 
 
+def training_data(name: str) -> dict[str, str]:
+    """The card's ``data`` and ``licence``: what the experiment trains on (its speech root)."""
+    experiment = (REPO / "conf" / "experiment" / f"pretrain_{name}.yaml").read_text()
+    noise = " mixed on the fly with every noise family of conf/noise/default.yaml"
+    speech = "scripts/make_train_corpus.py (espeak-ng voices, speaker-disjoint splits)"
+    if "espeak_train/with_real" not in experiment:
+        return {
+            "data": speech + noise,
+            "licence": "MIT (weights trained by this project on synthetic speech and noise)",
+        }
+    return {
+        "data": speech + " and scripts/make_other_voices.py's with_real: 760 recorded prompts of"
+        " Asterisk's core sounds (Allison Smith in English and Spanish, June Wallack in French)"
+        + noise,
+        "licence": "MIT, trained in part on recordings under CC BY-SA 3.0 (Asterisk core sounds:"
+        " Allison Smith, June Wallack; Digium, Inc.), credited here",
+    }
+
+
 def make(name: str, args: argparse.Namespace) -> dict:
     run_dir = REPO / "outputs" / "pretrain" / name
     train = [
@@ -144,9 +163,7 @@ def make(name: str, args: argparse.Namespace) -> dict:
             ["python -m audiodiag.train", f"experiment=pretrain_{name}", *args.overrides]
         ),
         "commit": commit,
-        "data": "scripts/make_train_corpus.py (espeak-ng voices, speaker-disjoint splits) "
-        "mixed on the fly with every noise family of conf/noise/default.yaml",
-        "licence": "MIT (weights trained by this project on synthetic speech and noise)",
+        **training_data(name),
         "sample_rate": int(load_torchscript(model)[1]["sample_rate"]),
         "causal": name == "causal",
         "param_count": metrics.get("param_count"),
