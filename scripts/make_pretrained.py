@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from ablation import set_overrides  # noqa: E402  (a sibling script: one way to score a set)
 
 from audiodiag.loading import load_torchscript  # noqa: E402
+from audiodiag.metrics import summarize_test_records  # noqa: E402
 from audiodiag.pretrained import CARDS_FILE, MODELS_DIR, sha256  # noqa: E402
 
 #: Clips of the fixed demo test set that the card's quick check (and tests/test_pretrained.py)
@@ -204,13 +205,14 @@ def scores_of(model: Path, run_dir: Path, corpus: Path) -> dict:
     corpus_test = evaluate(
         model, run_dir / "eval_corpus_test.json", "data=folder", f"data.speech.root={corpus}"
     )
-    extra = {
-        key: group_scores(
-            evaluate(model, run_dir / f"eval_{key}.json", *set_overrides(corpus / folder, corpus))
-        )["all"]
+    reports = {
+        key: evaluate(model, run_dir / f"eval_{key}.json", *set_overrides(corpus / folder, corpus))
         for key, folder in EXTRA_SETS.items()
         if (corpus / folder).is_dir()
     }
+    extra = {key: group_scores(report)["all"] for key, report in reports.items()}
+    if "real_voice" in reports:
+        extra["real_voice_unheard"] = unheard_talkers(reports["real_voice"], corpus)
     # Near-clean input: the fixed test voices and noise at 15-30 dB SNR. A model that learned
     # that noise is never far below the speech damages such input (SI-SDRi below 0).
     extra["high_snr"] = group_scores(
@@ -224,6 +226,18 @@ def scores_of(model: Path, run_dir: Path, corpus: Path) -> dict:
         **extra,
         "check": {"clips": CHECK_CLIPS, "si_sdri": group_scores(check)["all"]["si_sdri"]},
     }
+
+
+def unheard_talkers(report: dict, corpus: Path) -> dict:
+    """The recorded talkers' scores without the talkers of ``real_train`` (the recorded speech
+    a model may train on): the same clips of the same report, so cards with and without
+    recorded speech in training compare on talkers neither heard."""
+    trained = corpus / "real_train" / "train"
+    heard = {p.name for p in trained.iterdir()} if trained.is_dir() else set()
+    records = [r for r in report["records"] if r["source_id"].split("/")[1] not in heard]
+    if not records:
+        raise SystemExit(f"{corpus / 'real_voice'}: every talker is one of {trained}'s")
+    return group_scores({"summary": summarize_test_records(records)})["all"]
 
 
 def main() -> None:

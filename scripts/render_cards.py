@@ -32,6 +32,8 @@ EXTRA_ROWS = {
     "other_voices": "voices of other engines (Flite, Festival; make_other_voices.py)",
     "real_voice": "recorded talkers (alsa-utils' channel names; Asterisk's prompts in English, "
     "Spanish, French, Italian, Russian)",
+    "real_voice_unheard": "the same, only talkers no model trains on (Carlo in Italian, the "
+    "Russian voice, alsa's talker)",
     "real_music": "the espeak-ng test speakers in recorded music (Asterisk's music on hold)",
     "high_snr": "near-clean input: the fixed test voices and noise at 15-30 dB SNR",
 }

@@ -287,3 +287,22 @@ def test_make_pretrained_card_only_rescores_the_shipped_file_and_keeps_its_train
     assert "real_music" in entry
     with pytest.raises(SystemExit, match="is not the file its card describes"):
         make_pretrained.recard("offline", {**card, "sha256": "0" * 64}, args)
+
+
+def test_make_pretrained_scores_the_recorded_talkers_no_model_trains_on(tmp_path: Path) -> None:
+    make_pretrained = _load("make_pretrained")
+    for talker in ("asterisk_en_allison", "asterisk_fr_june"):
+        (tmp_path / "real_train" / "train" / talker).mkdir(parents=True)
+
+    def record(talker: str, improvement: float) -> dict:
+        si_sdr = {"noisy": 0.0, "model": improvement}
+        return {"source_id": f"test/{talker}/x.flac", "noise_type": "white", "snr_db": 0.0,
+                "silent": False, "si_sdr": si_sdr}  # fmt: skip
+
+    report = {"records": [record("asterisk_en_allison", 9.0), record("alsa", 2.0),
+                          record("asterisk_it_carlo", 4.0), record("asterisk_fr_june", 9.0)]}  # fmt: skip
+    unheard = make_pretrained.unheard_talkers(report, tmp_path)
+    assert unheard["n"] == 2 and unheard["si_sdri"] == pytest.approx(3.0)
+    only_heard = {"records": [record("asterisk_fr_june", 9.0)]}
+    with pytest.raises(SystemExit, match="every talker"):
+        make_pretrained.unheard_talkers(only_heard, tmp_path)
