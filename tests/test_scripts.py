@@ -306,3 +306,22 @@ def test_make_pretrained_scores_the_recorded_talkers_no_model_trains_on(tmp_path
     only_heard = {"records": [record("asterisk_fr_june", 9.0)]}
     with pytest.raises(SystemExit, match="every talker"):
         make_pretrained.unheard_talkers(only_heard, tmp_path)
+
+
+def test_make_pretrained_cards_say_what_the_experiment_trains_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_pretrained = _load("make_pretrained")
+    monkeypatch.setattr(make_pretrained, "REPO", tmp_path)
+    experiments = tmp_path / "conf" / "experiment"
+    experiments.mkdir(parents=True)
+    (experiments / "pretrain_causal.yaml").write_text(
+        "data:\n  speech:\n    root: x/espeak_train\n"
+    )
+    (experiments / "pretrain_offline.yaml").write_text(
+        "data:\n  speech:\n    root: x/espeak_train/with_real\n"
+    )
+    synthetic = make_pretrained.training_data("causal")
+    recorded = make_pretrained.training_data("offline")
+    assert "with_real" not in synthetic["data"] and synthetic["licence"].startswith("MIT (")
+    assert "760 recorded prompts" in recorded["data"] and "CC BY-SA 3.0" in recorded["licence"]
