@@ -3,6 +3,7 @@
 ::
 
     AUDIODIAG_DATA=/data python scripts/make_train_corpus.py        # the training corpus, once
+    AUDIODIAG_DATA=/data python scripts/make_other_voices.py        # its recorded speech, once
     AUDIODIAG_DATA=/data python scripts/make_pretrained.py causal offline
 
 For each name: ``python -m audiodiag.train experiment=pretrain_NAME`` in
