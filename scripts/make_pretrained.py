@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "scripts"))
-from ablation import set_overrides  # noqa: E402  (a sibling script: one way to score a set)
+import make_other_voices as voices  # noqa: E402  (siblings: the sets' folders, how to score one)
+from ablation import set_overrides  # noqa: E402
 
 from audiodiag.loading import load_torchscript  # noqa: E402
 from audiodiag.metrics import summarize_test_records  # noqa: E402
@@ -98,9 +99,9 @@ def training_seconds(run_dir: Path, metrics: dict) -> float | None:
 EXTRA_SETS = {
     "blind_voices": "blind_voices",  # espeak-ng variants used nowhere else
     "young_voices": "young_voices",  # child-like espeak-ng variants
-    "other_voices": "other_voices",  # Flite and Festival voices
-    "real_voice": "real_voice",  # recorded talkers
-    "real_music": "real_noise",  # the corpus' test speakers in recorded music
+    "other_voices": voices.TEST_DIR,  # Flite and Festival voices
+    "real_voice": voices.REAL_DIR,  # recorded talkers
+    "real_music": voices.NOISE_DIR,  # the corpus' test speakers in recorded music
 }
 #: Card fields that describe the file, its training and its speed; --card-only keeps them (the
 #: real-time factor too: it was measured when the file was made, and a rescoring may share the
@@ -116,7 +117,7 @@ def training_data(name: str) -> dict[str, str]:
     experiment = (REPO / "conf" / "experiment" / f"pretrain_{name}.yaml").read_text()
     noise = " mixed on the fly with every noise family of conf/noise/default.yaml"
     speech = "scripts/make_train_corpus.py (espeak-ng voices, speaker-disjoint splits)"
-    if "espeak_train/with_real" not in experiment:
+    if f"espeak_train/{voices.REAL_MIXED_DIR}" not in experiment:
         return {
             "data": speech + noise,
             "licence": "MIT (weights trained by this project on synthetic speech and noise)",
@@ -233,11 +234,11 @@ def unheard_talkers(report: dict, corpus: Path) -> dict:
     """The recorded talkers' scores without the talkers of ``real_train`` (the recorded speech
     a model may train on): the same clips of the same report, so cards with and without
     recorded speech in training compare on talkers neither heard."""
-    trained = corpus / "real_train" / "train"
+    trained = corpus / voices.REAL_TRAIN_DIR / "train"
     heard = {p.name for p in trained.iterdir()} if trained.is_dir() else set()
     records = [r for r in report["records"] if r["source_id"].split("/")[1] not in heard]
     if not records:
-        raise SystemExit(f"{corpus / 'real_voice'}: every talker is one of {trained}'s")
+        raise SystemExit(f"{corpus / voices.REAL_DIR}: every talker is one of {trained}'s")
     return group_scores({"summary": summarize_test_records(records)})["all"]
 
 
